@@ -1,0 +1,368 @@
+"""The `zoo` command: a thin click layer over zoo.api. No heavy imports at module level."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from zoo.errors import ZooError
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _fmt_params(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.1f}M"
+
+
+def _fmt_num(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _input_str(card: Any) -> str:
+    p = card.preprocess
+    if p.crop:
+        return str(p.crop)
+    if p.input_size:
+        return "x".join(str(d) for d in p.input_size)
+    return "-"
+
+
+class Count(click.ParamType):
+    """A number with an optional K/M/G suffix (``25M`` = 25,000,000)."""
+
+    name = "count"
+    _mult = {"k": 1e3, "m": 1e6, "g": 1e9}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        s = str(value).strip().lower()
+        try:
+            if s and s[-1] in self._mult:
+                return float(s[:-1]) * self._mult[s[-1]]
+            return float(s)
+        except ValueError:
+            self.fail(f"{value!r} is not a number like 25e6 or 25M", param, ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="zoo", prog_name="zoo")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """zoo: find, download, convert and reuse pretrained models.
+
+    One index of Keras Applications, torchvision, Caffe (and Caffe-converted) and timm models;
+    checksums always verified; conversion to PyTorch / ONNX with explicit layer maps.
+    """
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@click.argument("query", nargs=-1)
+@click.option("--source", "--framework-source", "source",
+              help="torchvision, keras, caffe, timm, testdata or user.")
+@click.option("--framework", help="pytorch, keras, caffe, onnx.")
+@click.option("--origin", help="Where the weights came from, e.g. 'caffe' for converted ones.")
+@click.option("--task", help="e.g. image-classification.")
+@click.option("--dataset", help="Training dataset (substring match, e.g. imagenet).")
+@click.option("--min-top1", type=float, help="Minimum published top-1 accuracy (%).")
+@click.option("--max-params", type=Count(), help="Maximum parameters (25000000, 25e6 or 25M).")
+@click.option("--max-gflops", type=float, help="Maximum GFLOPs per image.")
+@click.option("--input-size", type=int, help="Input height/width, e.g. 224.")
+@click.option("--license", "license_", help="Licence (substring match).")
+@click.option("--tag", help="A tag, e.g. imagenet or mobile.")
+@click.option("--sort", type=click.Choice(["relevance", "top1", "params", "gflops", "name"]),
+              default="relevance", show_default=True)
+@click.option("--limit", type=int, default=50, show_default=True, help="0 for no limit.")
+@click.option("--json", "as_json", is_flag=True, help="Print the matching cards as JSON.")
+def search(query: tuple[str, ...], source: str | None, framework: str | None,
+           origin: str | None, task: str | None, dataset: str | None, min_top1: float | None,
+           max_params: float | None, max_gflops: float | None, input_size: int | None,
+           license_: str | None, tag: str | None, sort: str, limit: int, as_json: bool) -> None:
+    """Search the registry and your catalogue (ranked match on id, name, family, tags)."""
+    from zoo import api
+
+    cards = api.search(" ".join(query) or None, source=source, framework=framework,
+                       origin=origin, task=task, dataset=dataset, min_top1=min_top1,
+                       max_params=max_params, max_gflops=max_gflops, input_size=input_size,
+                       license=license_, tag=tag, sort=sort, limit=limit or None)
+    if as_json:
+        click.echo(json.dumps([c.to_dict() for c in cards], indent=1))
+        return
+    if not cards:
+        click.echo("no models match", err=True)
+        sys.exit(1)
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col, kw in (("id", {}), ("source", {}), ("origin", {}), ("top-1", {"justify": "right"}),
+                    ("params", {"justify": "right"}), ("GFLOPs", {"justify": "right"}),
+                    ("input", {"justify": "right"}), ("license", {})):
+        table.add_column(col, **kw)
+    for c in cards:
+        table.add_row(c.id, c.source, c.origin, _fmt_num(c.top1), _fmt_params(c.params),
+                      _fmt_num(c.gflops), _input_str(c), (c.license or "-")[:24])
+    _console().print(table)
+
+
+def _render_card(card: Any) -> None:
+    from rich.table import Table
+
+    con = _console()
+    con.print(f"[bold]{card.id}[/bold]  {card.name}")
+    t = Table(box=None, show_header=False, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    prov = card.provenance
+    rows = [
+        ("source", f"{card.source} ({card.framework}, {card.format})"),
+        ("origin", card.origin + (" (weights converted from Caffe by the publisher)"
+                                  if card.origin == "caffe" else "")),
+        ("task / dataset", f"{card.task} / {card.dataset or 'unknown'}"),
+        ("publisher", prov.get("publisher", "-")),
+        ("page", prov.get("page", "-")),
+        ("params", "-" if card.params is None else f"{card.params:,}"),
+        ("GFLOPs", _fmt_num(card.gflops)),
+        ("licence", card.license or "not stated"),
+        ("tags", ", ".join(card.tags) or "-"),
+        ("default cut", card.default_cut or "-"),
+        ("architecture", json.dumps(card.architecture)),
+    ]
+    if card.labels:
+        lab = card.labels
+        rows.append(("labels", f"{lab.get('set', 'custom')} ({lab.get('count', '?')} classes)"))
+    for m in card.metrics:
+        rows.append((m.name, f"{m.value:g} on {m.dataset}" + (f"  [{m.source}]" if m.source else "")))
+    p = card.preprocess
+    if p.unknown:
+        rows.append(("preprocessing", "unknown" + (f" ({p.note})" if p.note else "")))
+    else:
+        pre = f"{p.layout}, {p.channel_order}, x*{p.scale:.6g}"
+        if p.mean:
+            pre += f", minus mean {list(p.mean)}"
+        if p.std:
+            pre += f", divided by std {list(p.std)}"
+        if p.resize or p.crop:
+            pre += f", resize {p.resize} crop {p.crop}"
+        if p.input_size:
+            pre += f", input {list(p.input_size)}"
+        if p.interpolation:
+            pre += f", {p.interpolation}"
+        if p.transpose_hw:
+            pre += ", image transposed (W x H)"
+        if p.mode:
+            pre += f" (mode '{p.mode}')"
+        rows.append(("preprocessing", pre))
+        if p.note:
+            rows.append(("", p.note))
+    for k, v in rows:
+        t.add_row(k, str(v))
+    con.print(t)
+    ft = Table(title="files", title_justify="left", box=None, pad_edge=False,
+               header_style="bold")
+    for col in ("name", "role", "size", "checksum", "url"):
+        ft.add_column(col, overflow="fold")
+    for f in card.files:
+        ck = f.checksum
+        cks = f"{ck.algo}:{ck.value}" if ck.published else (ck.source or "none published")
+        if f.pin:
+            cks += f" (pinned on {f.pin})"
+        url = f.urls[0] if f.urls else (f"hf://{f.hf['repo_id']}/{f.hf['filename']}" if f.hf else "-")
+        name = f.name + (f" :: {f.member}" if f.member else "")
+        ft.add_row(name, f.role, "-" if f.size is None else f"{f.size:,}", cks, url)
+    con.print(ft)
+    if card.notes:
+        con.print(card.notes)
+
+
+@cli.command()
+@click.argument("model_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
+def info(model_id: str, as_json: bool) -> None:
+    """Show a model's whole card: files and checksums, preprocessing, metrics, provenance."""
+    from zoo import api
+
+    card = api.info(model_id)
+    if as_json:
+        click.echo(json.dumps(card.to_dict(), indent=1))
+    else:
+        _render_card(card)
+
+
+@cli.command()
+@click.argument("model_id")
+@click.option("--file", "file_name", help="Only this file of the card.")
+@click.option("--dest", type=click.Path(file_okay=False), help="Copy the files here too.")
+@click.option("--mirror", "mirrors", multiple=True,
+              help="Mirror base URL (repeatable; tried in order). Default: $ZOO_MIRROR.")
+@click.option("--offline", is_flag=True, default=None, help="Use only the cache ($ZOO_OFFLINE).")
+@click.option("--require-checksum", is_flag=True,
+              help="Refuse files whose publisher gave no checksum.")
+def pull(model_id: str, file_name: str | None, dest: str | None, mirrors: tuple[str, ...],
+         offline: bool | None, require_checksum: bool) -> None:
+    """Download a model's files into the cache, verifying checksums; print their paths."""
+    from zoo import api
+
+    paths = api.pull(model_id, file_name, dest, mirrors=list(mirrors) or None,
+                     offline=offline or None, require_checksum=require_checksum)
+    for p in paths:
+        click.echo(str(p))
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect and manage the download cache ($ZOO_HOME)."""
+
+
+@cache.command("ls")
+@click.option("--json", "as_json", is_flag=True)
+def cache_ls(as_json: bool) -> None:
+    """List cached files per model."""
+    from zoo import cache as zcache
+
+    rows = zcache.list_entries()
+    if as_json:
+        click.echo(json.dumps([r if isinstance(r, dict) else r.__dict__ for r in rows],
+                              indent=1, default=str))
+        return
+    for r in rows:
+        d = r if isinstance(r, dict) else r.__dict__
+        click.echo(f"{d.get('model_id')}\t{d.get('file_name')}\t{d.get('size')}\t"
+                   f"{str(d.get('sha256'))[:16]}\t{d.get('path')}")
+
+
+@cache.command("verify")
+def cache_verify() -> None:
+    """Re-hash every cached blob; exit non-zero if any is damaged."""
+    from zoo import cache as zcache
+
+    problems = zcache.verify_cache()
+    for p in problems:
+        click.echo(str(p), err=True)
+    if problems:
+        sys.exit(5)
+    click.echo("cache ok")
+
+
+@cache.command("rm")
+@click.argument("model_id")
+def cache_rm(model_id: str) -> None:
+    """Forget a model's cached files (blobs go at the next prune)."""
+    from zoo import cache as zcache
+
+    zcache.remove(model_id)
+
+
+@cache.command("prune")
+def cache_prune() -> None:
+    """Delete blobs no model refers to and stale partial downloads."""
+    from zoo import cache as zcache
+
+    res = zcache.prune()
+    if res is not None:
+        click.echo(str(res))
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--id", "model_id", required=True, help="Catalogue id, e.g. me/cats-resnet50.")
+@click.option("--name")
+@click.option("--framework", type=click.Choice(["pytorch", "keras", "caffe", "onnx"]))
+@click.option("--format", "fmt")
+@click.option("--task", default="image-classification", show_default=True)
+@click.option("--dataset")
+@click.option("--labels", help="Comma-separated class names.")
+@click.option("--license", "license_")
+@click.option("--tag", "tags", multiple=True)
+@click.option("--arch", help="How to build it, e.g. torchvision:resnet50.")
+@click.option("--definition", type=click.Path(exists=True, dir_okay=False), multiple=True,
+              help="Extra files such as a deploy prototxt.")
+@click.option("--top1", type=float)
+@click.option("--params", type=int)
+@click.option("--default-cut")
+@click.option("--replace", is_flag=True, help="Overwrite an existing catalogue entry.")
+def register(path: str, model_id: str, name: str | None, framework: str | None,
+             fmt: str | None, task: str, dataset: str | None, labels: str | None,
+             license_: str | None, tags: tuple[str, ...], arch: str | None,
+             definition: tuple[str, ...], top1: float | None, params: int | None,
+             default_cut: str | None, replace: bool) -> None:
+    """Add a local model file to your catalogue ($ZOO_HOME/catalog.json)."""
+    from zoo import api
+
+    card = api.register(path, model_id, replace=replace, name=name, framework=framework,
+                        fmt=fmt, task=task, dataset=dataset,
+                        labels=[s.strip() for s in labels.split(",")] if labels else None,
+                        license=license_, tags=tags,
+                        architecture={"builder": arch} if arch else None, top1=top1,
+                        params=params, default_cut=default_cut,
+                        extra_files=tuple(Path(d) for d in definition))
+    click.echo(f"registered {card.id}")
+
+
+@cli.group("registry")
+def registry_group() -> None:
+    """Check the bundled registry and your catalogue."""
+
+
+@registry_group.command("validate")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+def registry_validate(path: str | None) -> None:
+    """Validate registry.json (or PATH) against the schema; every problem on its own line."""
+    from zoo.errors import RegistryError
+    from zoo.registry import _read_json, bundled_registry_path, catalog_path, validate_entries
+
+    targets = [Path(path)] if path else [bundled_registry_path(), catalog_path()]
+    bad = False
+    for t in targets:
+        if not t.is_file() and not path:
+            continue
+        try:
+            validate_entries(_read_json(t, "registry"), str(t))
+            n = len(_read_json(t, "registry")["models"])
+            click.echo(f"{t}: {n} entries ok")
+        except RegistryError as e:
+            bad = True
+            for line in getattr(e, "problems", [str(e)]):
+                click.echo(line, err=True)
+    if bad:
+        sys.exit(3)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning ZooError into one line on stderr and an exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="zoo", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("zoo: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except ZooError as e:
+        if debug:
+            raise
+        click.echo(f"zoo: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("zoo: interrupted", err=True)
+        sys.exit(130)
+    except OSError as e:
+        if debug:
+            raise
+        click.echo(f"zoo: error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""),
+                   err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
