@@ -1,0 +1,297 @@
+"""Read Caffe nets: text prototxt, binary .caffemodel, HDF5 .caffemodel.h5, legacy V1 files.
+
+``read_prototxt`` gives a :class:`CaffeNet` (inputs with shapes, TEST-phase layers in order, every
+layer upgraded to the current ``LayerParameter`` form). ``read_weights`` gives ``{layer name:
+[float32 arrays]}``; the binary reader walks the protobuf wire format itself so each packed float
+array is a zero-copy view into the file's bytes (the only copy of the weights in memory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from google.protobuf import text_format
+
+from zoo.errors import ConversionError
+
+from . import proto
+
+# V1 enum -> current type string (Caffe's UpgradeV1LayerType).
+V1_TYPES = {
+    "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL", "CONCAT": "Concat",
+    "CONTRASTIVE_LOSS": "ContrastiveLoss", "CONVOLUTION": "Convolution", "DATA": "Data",
+    "DECONVOLUTION": "Deconvolution", "DROPOUT": "Dropout", "DUMMY_DATA": "DummyData",
+    "EUCLIDEAN_LOSS": "EuclideanLoss", "ELTWISE": "Eltwise", "EXP": "Exp", "FLATTEN": "Flatten",
+    "HDF5_DATA": "HDF5Data", "HDF5_OUTPUT": "HDF5Output", "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col",
+    "IMAGE_DATA": "ImageData", "INFOGAIN_LOSS": "InfogainLoss", "INNER_PRODUCT": "InnerProduct",
+    "LRN": "LRN", "MEMORY_DATA": "MemoryData", "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
+    "MVN": "MVN", "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU", "SIGMOID": "Sigmoid",
+    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "SILENCE": "Silence", "SOFTMAX": "Softmax",
+    "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "SLICE": "Slice", "TANH": "TanH",
+    "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold",
+}
+_V1_PARAMS = (
+    "concat_param", "convolution_param", "dropout_param", "eltwise_param", "inner_product_param",
+    "lrn_param", "pooling_param", "relu_param", "sigmoid_param", "softmax_param", "slice_param",
+    "tanh_param", "transform_param",
+)
+# Layers a deploy conversion leaves out: data sources, losses, metrics, sinks.
+IGNORED_TYPES = {
+    "Data", "ImageData", "HDF5Data", "HDF5Output", "MemoryData", "WindowData", "DummyData",
+    "AnnotatedData", "Python", "Accuracy", "Silence", "SoftmaxWithLoss", "EuclideanLoss", "HingeLoss",
+    "InfogainLoss", "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss", "ContrastiveLoss",
+}
+
+
+@dataclass
+class CaffeNet:
+    """A deploy net: declared inputs, then the layers that run at TEST time, in file order."""
+
+    name: str
+    inputs: list[tuple[str, list[int]]]
+    layers: list[Any]  # proto.LayerParameter
+    path: Path
+    transform: Any | None = None  # a TransformationParameter where the prototxt had one
+    v1: bool = False
+    ignored: list[str] = field(default_factory=list)
+
+
+def _upgrade_v1(v1: Any) -> Any:
+    """One V1LayerParameter -> LayerParameter (type enum -> string, params copied, blobs kept)."""
+    layer = proto.LayerParameter()
+    layer.name = v1.name
+    tname = proto.V1LayerParameter.DESCRIPTOR.enum_types_by_name["LayerType"].values_by_number[v1.type].name
+    layer.type = V1_TYPES.get(tname, tname)
+    layer.bottom.extend(v1.bottom)
+    layer.top.extend(v1.top)
+    layer.include.extend(v1.include)
+    layer.exclude.extend(v1.exclude)
+    for name in _V1_PARAMS:
+        if v1.HasField(name):
+            getattr(layer, name).CopyFrom(getattr(v1, name))
+    layer.blobs.extend(v1.blobs)
+    return layer
+
+
+def _in_test_phase(layer: Any) -> bool:
+    """Caffe's StateMeetsRule for the TEST phase (levels and stages left at their defaults)."""
+    def meets(rule: Any) -> bool:
+        if rule.HasField("phase") and rule.phase != 1:
+            return False
+        return not list(rule.stage) and not (rule.HasField("min_level") and rule.min_level > 0)
+
+    if layer.include:
+        return any(meets(r) for r in layer.include)
+    return not any(meets(r) for r in layer.exclude)
+
+
+def parse_prototxt_text(text: str, path: Path) -> Any:
+    """Text format -> NetParameter; syntax errors become ConversionError with line and column."""
+    net = proto.NetParameter()
+    try:
+        text_format.Parse(text, net, allow_unknown_field=True)
+    except text_format.ParseError as e:
+        line, col = e.GetLine(), e.GetColumn()
+        msg = str(e).split("\n")[0]
+        if line is not None and msg.startswith(f"{line}:{col}"):
+            msg = msg[len(f"{line}:{col}") :].lstrip(" :")
+        raise ConversionError(f"{path}: syntax error at line {line}, column {col}: {msg}") from None
+    return net
+
+
+def net_from_param(net: Any, path: Path) -> CaffeNet:
+    """Normalize a NetParameter: V1 upgrade, TEST phase, inputs in all three declaration styles."""
+    v1 = len(net.layers) > 0
+    if v1 and len(net.layer) > 0:
+        raise ConversionError(f"{path}: mixes V1 'layers' and current 'layer' entries")
+    layers = [_upgrade_v1(v) for v in net.layers] if v1 else list(net.layer)
+    inputs: list[tuple[str, list[int]]] = []
+    names = list(net.input)
+    if names:
+        if len(net.input_shape) == len(names):
+            shapes = [list(s.dim) for s in net.input_shape]
+        elif len(net.input_dim) == 4 * len(names):
+            dims = list(net.input_dim)
+            shapes = [dims[4 * i : 4 * i + 4] for i in range(len(names))]
+        elif len(net.input_dim) == len(names) == 0:
+            shapes = []
+        else:
+            raise ConversionError(
+                f"{path}: {len(names)} input(s) need one input_shape or 4 input_dim each "
+                f"(got {len(net.input_shape)} input_shape, {len(net.input_dim)} input_dim)"
+            )
+        inputs.extend(zip(names, shapes, strict=True))
+    kept, ignored, transform = [], [], None
+    for layer in layers:
+        if not _in_test_phase(layer):
+            continue
+        if layer.HasField("transform_param") and transform is None:
+            transform = layer.transform_param
+        if layer.type == "Input":
+            shapes = [list(s.dim) for s in layer.input_param.shape]
+            if len(shapes) not in (1, len(layer.top)):
+                n = len(layer.top)
+                raise ConversionError(f"{path}: Input layer {layer.name!r} needs 1 or {n} shapes")
+            for i, top in enumerate(layer.top):
+                inputs.append((top, shapes[i] if len(shapes) > 1 else shapes[0]))
+            continue
+        if layer.type in IGNORED_TYPES:
+            ignored.append(layer.name)
+            continue
+        kept.append(layer)
+    if not inputs:
+        raise ConversionError(f"{path}: no input declared (input + input_dim, input_shape or an Input layer)")
+    return CaffeNet(net.name, inputs, kept, path, transform, v1, ignored)
+
+
+def read_prototxt(path: str | Path) -> CaffeNet:
+    """Read a deploy prototxt (current or V1 format)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConversionError(f"{path}: cannot read prototxt ({e})") from None
+    return net_from_param(parse_prototxt_text(text, path), path)
+
+
+# ---------------------------------------------------------------- binary caffemodel, wire level
+def _varint(buf: memoryview, i: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        if i >= len(buf):
+            raise IndexError("truncated varint")
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+def _fields(buf: memoryview):  # -> Iterator[tuple[int, int, Any]]
+    """Yield (field number, wire type, value): ints for varint/fixed, memoryviews for bytes."""
+    i, n = 0, len(buf)
+    while i < n:
+        key, i = _varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            val, i = _varint(buf, i)
+        elif wt == 2:
+            ln, i = _varint(buf, i)
+            if i + ln > n:
+                raise IndexError("truncated length-delimited field")
+            val = buf[i : i + ln]
+            i += ln
+        elif wt == 5:
+            val, i = buf[i : i + 4], i + 4
+        elif wt == 1:
+            val, i = buf[i : i + 8], i + 8
+        else:
+            raise ValueError(f"unsupported wire type {wt}")
+        if i > n:
+            raise IndexError("truncated field")
+        yield num, wt, val
+
+
+def _blob(buf: memoryview) -> np.ndarray:
+    """BlobProto bytes -> float32 array shaped by ``shape`` (or legacy num/channels/height/width)."""
+    shape: list[int] | None = None
+    legacy = {1: 0, 2: 0, 3: 0, 4: 0}
+    chunks: list[np.ndarray] = []
+    dchunks: list[np.ndarray] = []
+    for num, wt, val in _fields(buf):
+        if num == 7:
+            shape = []
+            for n2, w2, v2 in _fields(val):
+                if n2 == 1 and w2 == 2:
+                    j = 0
+                    while j < len(v2):
+                        d, j = _varint(v2, j)
+                        shape.append(d)
+                elif n2 == 1:
+                    shape.append(v2)
+        elif num == 5:
+            chunks.append(np.frombuffer(val, dtype="<f4") if wt == 2 else np.frombuffer(val, dtype="<f4"))
+        elif num == 8:
+            dchunks.append(np.frombuffer(val, dtype="<f8"))
+        elif num in legacy and wt == 0:
+            legacy[num] = val
+    if chunks:
+        data = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    elif dchunks:
+        data = np.concatenate(dchunks).astype(np.float32)
+    else:
+        data = np.zeros(0, np.float32)
+    if shape is None:
+        shape = [legacy[1], legacy[2], legacy[3], legacy[4]]
+        if int(np.prod(shape)) != data.size:
+            shape = [data.size]
+    if int(np.prod(shape)) != data.size:
+        raise ValueError(f"blob shape {shape} holds {int(np.prod(shape))} values, data has {data.size}")
+    return data.reshape(shape)
+
+
+def read_caffemodel(path: str | Path) -> dict[str, list[np.ndarray]]:
+    """Binary caffemodel -> {layer name: blobs}; layers without blobs are left out."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConversionError(f"{path}: cannot read weights ({e})") from None
+    out: dict[str, list[np.ndarray]] = {}
+    layer = "?"
+    try:
+        for num, wt, val in _fields(memoryview(raw)):
+            if wt != 2 or num not in (100, 2):
+                continue
+            v1 = num == 2
+            name, blobs = None, []
+            for n2, w2, v2 in _fields(val):
+                if w2 != 2:
+                    continue
+                if n2 == (4 if v1 else 1):
+                    name = layer = bytes(v2).decode("utf-8", "replace")
+                elif n2 == (6 if v1 else 7):
+                    blobs.append(_blob(v2))
+            if name is not None and blobs:
+                out[name] = blobs
+    except (IndexError, ValueError) as e:
+        raise ConversionError(f"{path}: corrupt or truncated caffemodel near layer {layer!r} ({e})") from None
+    if not out and raw:
+        raise ConversionError(f"{path}: no layer with weights found (not a caffemodel?)")
+    return out
+
+
+def read_caffemodel_h5(path: str | Path) -> dict[str, list[np.ndarray]]:
+    """HDF5 snapshot (datasets ``data/<layer>/<i>``) -> {layer name: blobs}."""
+    import h5py
+
+    path = Path(path)
+    out: dict[str, list[np.ndarray]] = {}
+    try:
+        with h5py.File(path, "r") as f:
+            if "data" not in f:
+                raise ConversionError(f"{path}: no 'data' group (not a Caffe HDF5 snapshot)")
+            for name, grp in f["data"].items():
+                keys = sorted(grp.keys(), key=int)
+                if keys:
+                    out[name] = [np.asarray(grp[k], dtype=np.float32) for k in keys]
+    except OSError as e:
+        raise ConversionError(f"{path}: cannot read HDF5 weights ({e})") from None
+    return out
+
+
+def read_weights(path: str | Path) -> dict[str, list[np.ndarray]]:
+    """Dispatch on content: HDF5 signature -> snapshot reader, otherwise binary protobuf."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise ConversionError(f"{path}: cannot read weights ({e})") from None
+    if head == b"\x89HDF\r\n\x1a\n":
+        return read_caffemodel_h5(path)
+    return read_caffemodel(path)
