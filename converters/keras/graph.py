@@ -1,0 +1,819 @@
+"""Keras model config + weights -> zoo graph nodes and PyTorch-layout tensors.
+
+Shapes are tracked in Keras's channels-last layout (without the batch axis); in the PyTorch graph
+every rank-3 (image) tensor is NCHW, so ops that care about axes (flatten, reshape, concat,
+softmax, normalization) convert explicitly. Weights are transposed once here, never at run time:
+conv kernels HWIO -> OIHW, depthwise HW(C,M) -> (C*M)1HW, Dense kernels (in, out) -> (out, in).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from converters.keras.reader import KerasSource, layer_name
+from zoo.errors import ConversionError
+
+Shape = tuple  # Keras layout, no batch axis; entries may be None
+
+
+@dataclass
+class KerasGraph:
+    """What :func:`build_graph` produces: nodes, tensors by parameter key, layer map rows."""
+
+    nodes: list[dict[str, Any]]
+    inputs: list[dict[str, Any]]
+    outputs: list[str]
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    layermap: list[dict[str, Any]] = field(default_factory=list)
+
+
+def sanitize(name: str, used: set[str]) -> str:
+    """A Python-identifier module name for a Keras layer name (graph.json keeps the original)."""
+    s = re.sub(r"[^0-9A-Za-z_]", "_", name)
+    if not s or s[0].isdigit():
+        s = "l_" + s
+    base, i = s, 1
+    while s in used:
+        i += 1
+        s = f"{base}_{i}"
+    used.add(s)
+    return s
+
+
+# --- reading the config ---------------------------------------------------------------------
+
+
+def _unwrap_model(config: dict[str, Any]) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    cls = config.get("class_name")
+    inner = config.get("config")
+    if cls not in ("Sequential", "Functional", "Model"):
+        raise ConversionError(f"model class {cls!r} is not supported (Sequential or Functional only)")
+    if isinstance(inner, list):  # Keras <= 2.2 Sequential
+        return cls, inner, {}
+    return cls, inner["layers"], inner
+
+
+def _keras3_history(obj: Any, out: list[tuple[str, int, int]]) -> None:
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            h = obj["config"]["keras_history"]
+            out.append((h[0], int(h[1]), int(h[2])))
+            return
+        for v in obj.values():
+            _keras3_history(v, out)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _keras3_history(v, out)
+
+
+def _inbound(layer: dict[str, Any]) -> list[tuple[str, int, int]]:
+    nodes = layer.get("inbound_nodes") or []
+    if len(nodes) > 1:
+        raise ConversionError(
+            f"layer {layer_name(layer)!r} ({layer['class_name']}) is called {len(nodes)} times; "
+            "shared layers are not supported"
+        )
+    if not nodes:
+        return []
+    node = nodes[0]
+    out: list[tuple[str, int, int]] = []
+    if isinstance(node, dict):  # Keras 3
+        _keras3_history(node.get("args", []), out)
+        return out
+    if isinstance(node, list) and node and isinstance(node[0], str):  # flat form
+        node = [node]
+    for item in node:
+        if isinstance(item, dict):
+            _keras3_history(item, out)
+        else:
+            out.append((item[0], int(item[1]), int(item[2])))
+    return out
+
+
+def _refs(spec: Any) -> list[tuple[str, int, int]]:
+    if not spec:
+        return []
+    if isinstance(spec[0], str):
+        return [(spec[0], int(spec[1]), int(spec[2]))]
+    return [(s[0], int(s[1]), int(s[2])) for s in spec]
+
+
+def _tname(ref: tuple[str, int, int]) -> str:
+    name, node, idx = ref
+    if node != 0:
+        raise ConversionError(f"layer {name!r}: node index {node} (shared layer) is not supported")
+    return name if idx == 0 else f"{name}:{idx}"
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    return (int(v[0]), int(v[1]))
+
+
+def _input_shape(cfg: dict[str, Any]) -> Shape | None:
+    for k in ("batch_shape", "batch_input_shape"):
+        if cfg.get(k) is not None:
+            return tuple(cfg[k][1:])
+    if cfg.get("input_shape") is not None:
+        return tuple(cfg["input_shape"])
+    return None
+
+
+# --- activations ------------------------------------------------------------------------------
+
+ACTIVATIONS = {
+    "linear",
+    "relu",
+    "relu6",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "swish",
+    "silu",
+    "elu",
+    "selu",
+    "softplus",
+    "softsign",
+    "gelu",
+    "exponential",
+    "hard_sigmoid",
+    "hard_swish",
+    "hard_silu",
+    "leaky_relu",
+    "log_softmax",
+    "mish",
+}
+
+
+def _activation(value: Any, lname: str, keras_major: int) -> str:
+    if value is None:
+        return "linear"
+    if isinstance(value, dict):  # Keras 3 may serialize {"class_name": "function", "config": "relu"}
+        value = value.get("config", value.get("class_name"))
+        if isinstance(value, dict):
+            value = value.get("name")
+    v = str(value)
+    if v not in ACTIVATIONS:
+        raise ConversionError(f"layer {lname!r}: activation {v!r} is not supported")
+    if v == "hard_sigmoid":  # Keras 2: clip(0.2x + 0.5); Keras 3: relu6(x + 3) / 6
+        return "hard_sigmoid_k3" if keras_major >= 3 else "hard_sigmoid_k2"
+    if v == "silu":
+        return "swish"
+    if v == "hard_silu":
+        return "hard_swish"
+    return v
+
+
+# --- weights ----------------------------------------------------------------------------------
+
+
+def _expected(cls: str, cfg: dict[str, Any]) -> list[str]:
+    """The variable names a layer stores, in Keras's order."""
+    bias = ["bias"] if cfg.get("use_bias", True) else []
+    if cls == "Conv2D":
+        return ["kernel", *bias]
+    if cls == "DepthwiseConv2D":
+        return ["depthwise_kernel", *bias]
+    if cls == "SeparableConv2D":
+        return ["depthwise_kernel", "pointwise_kernel", *bias]
+    if cls == "Dense":
+        return ["kernel", *bias]
+    if cls == "BatchNormalization":
+        return (
+            (["gamma"] if cfg.get("scale", True) else [])
+            + (["beta"] if cfg.get("center", True) else [])
+            + [
+                "moving_mean",
+                "moving_variance",
+            ]
+        )
+    if cls == "Normalization":
+        if cfg.get("mean") is not None:
+            return []
+        return ["mean", "variance", "count"]
+    if cls == "PReLU":
+        return ["alpha"]
+    return []
+
+
+def _short(stored: str) -> str:
+    s = stored.split("/")[-1]
+    return s[:-2] if s.endswith(":0") else s
+
+
+def _layer_weights(
+    src: KerasSource, lname: str, cls: str, cfg: dict[str, Any]
+) -> dict[str, tuple[str, np.ndarray]]:
+    want = _expected(cls, cfg)
+    have = src.weights.get(lname, [])
+    if len(have) != len(want):
+        if not have and want:
+            raise ConversionError(f"{src.path.name}: no weights stored for layer {lname!r} ({cls})")
+        raise ConversionError(
+            f"{src.path.name}: layer {lname!r} ({cls}) expects {len(want)} weights "
+            f"({', '.join(want) or 'none'}), the file has {len(have)}"
+        )
+    out: dict[str, tuple[str, np.ndarray]] = {}
+    named = {_short(n): (n, a) for n, a in have}
+    if all(w in named for w in want):
+        for w in want:
+            out[w] = named[w]
+    else:  # Keras 3 stores vars/0..n: positional, in the layer's own order
+        for w, (n, a) in zip(want, have, strict=True):
+            out[w] = (n, a)
+    return out
+
+
+# --- the builder ------------------------------------------------------------------------------
+
+
+def _same_pads(size: int | None, k: int, s: int, d: int) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    eff = (k - 1) * d + 1
+    out = -(-size // s)
+    total = max((out - 1) * s + eff - size, 0)
+    return (total // 2, total - total // 2)
+
+
+def _conv_out(size: int | None, k: int, s: int, d: int, padding: str) -> int | None:
+    if size is None:
+        return None
+    eff = (k - 1) * d + 1
+    if padding == "same":
+        return -(-size // s)
+    return (size - eff) // s + 1
+
+
+def _axis4(axis: int, rank: int) -> int:
+    """A Keras axis (with batch = 0) -> the PyTorch axis, given the Keras tensor rank (no batch)."""
+    if axis < 0:
+        axis += rank + 1
+    if rank == 3:
+        return {0: 0, 1: 2, 2: 3, 3: 1}[axis]
+    return axis
+
+
+class _Builder:
+    def __init__(self, src: KerasSource, trust_code: bool) -> None:
+        self.src = src
+        self.trust = trust_code
+        self.shapes: dict[str, Shape] = {}
+        self.nodes: list[dict[str, Any]] = []
+        self.tensors: dict[str, np.ndarray] = {}
+        self.layermap: list[dict[str, Any]] = []
+        self.used: set[str] = set()
+        self.k3 = src.keras_major
+
+    def param(
+        self, mod: str, pname: str, stored: tuple[str, np.ndarray], arr: np.ndarray, transform: str
+    ) -> None:
+        key = f"{mod}.{pname}"
+        self.tensors[key] = np.ascontiguousarray(arr.astype(np.float32))
+        self.layermap.append(
+            {
+                "source": stored[0],
+                "target": key,
+                "transform": transform,
+                "source_shape": list(stored[1].shape),
+                "target_shape": list(arr.shape),
+            }
+        )
+
+    def add(
+        self, lname: str, cls: str, op: str, attrs: dict[str, Any], inputs: list[str], out_shape: Shape
+    ) -> str:
+        mod = sanitize(lname, self.used)
+        self.nodes.append(
+            {
+                "name": mod,
+                "source": lname,
+                "type": cls,
+                "op": op,
+                "attrs": attrs,
+                "inputs": inputs,
+                "outputs": [lname],
+            }
+        )
+        self.shapes[lname] = tuple(out_shape)
+        return mod
+
+    def layer(self, layer: dict[str, Any], inputs: list[str]) -> None:
+        cls = layer["class_name"]
+        cfg = layer.get("config", {})
+        lname = layer_name(layer)
+        shapes = [self.shapes[t] for t in inputs]
+        handler = getattr(self, "op_" + cls, None)
+        if cls == "Lambda":
+            if not self.trust:
+                raise ConversionError(
+                    f"layer {lname!r} is a Lambda layer (arbitrary code); refused without trust_code"
+                )
+            raise ConversionError(f"layer {lname!r}: Lambda layers cannot be converted to a graph")
+        if handler is None:
+            raise ConversionError(f"layer {lname!r} of type {cls} is not supported by the Keras converter")
+        if cfg.get("data_format", "channels_last") != "channels_last":
+            raise ConversionError(
+                f"layer {lname!r} ({cls}): data_format {cfg['data_format']!r} is not supported"
+            )
+        handler(lname, cls, cfg, inputs, shapes)
+
+    # one method per Keras class ----------------------------------------------------------------
+
+    def _conv_common(self, lname: str, cfg: dict[str, Any], shp: Shape) -> dict[str, Any]:
+        if len(shp) != 3:
+            raise ConversionError(f"layer {lname!r}: only 2-D convolutions on images are supported")
+        k = _pair(cfg["kernel_size"])
+        s = _pair(cfg.get("strides", 1))
+        d = _pair(cfg.get("dilation_rate", 1))
+        pad = cfg.get("padding", "valid")
+        if pad not in ("valid", "same"):
+            raise ConversionError(f"layer {lname!r}: padding {pad!r} is not supported")
+        return {
+            "kernel_size": list(k),
+            "stride": list(s),
+            "dilation": list(d),
+            "padding": pad,
+            "activation": _activation(cfg.get("activation"), lname, self.k3),
+        }
+
+    def _spatial(self, shp: Shape, a: dict[str, Any]) -> tuple[Any, Any]:
+        return tuple(
+            _conv_out(shp[i], a["kernel_size"][i], a["stride"][i], a["dilation"][i], a["padding"])
+            for i in (0, 1)
+        )
+
+    def op_InputLayer(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        shp = _input_shape(cfg)
+        if shp is None:
+            raise ConversionError(f"input layer {lname!r} has no shape")
+        self.add(lname, cls, "input", {"shape": list(shp)}, [], shp)
+
+    def op_Conv2D(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        a = self._conv_common(lname, cfg, shapes[0])
+        w = _layer_weights(self.src, lname, cls, cfg)
+        kernel = w["kernel"][1]
+        groups = int(cfg.get("groups", 1) or 1)
+        a.update(
+            in_channels=int(kernel.shape[2]) * groups,
+            out_channels=int(kernel.shape[3]),
+            groups=groups,
+            bias="bias" in w,
+        )
+        h, wd = self._spatial(shapes[0], a)
+        mod = self.add(lname, cls, "conv2d", a, inputs, (h, wd, a["out_channels"]))
+        self.param(mod, "weight", w["kernel"], kernel.transpose(3, 2, 0, 1), "permute(3,2,0,1)")
+        if "bias" in w:
+            self.param(mod, "bias", w["bias"], w["bias"][1], "none")
+
+    def op_DepthwiseConv2D(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        a = self._conv_common(lname, cfg, shapes[0])
+        w = _layer_weights(self.src, lname, cls, cfg)
+        k = w["depthwise_kernel"][1]  # (kh, kw, C, M)
+        c, m = int(k.shape[2]), int(k.shape[3])
+        a.update(in_channels=c, out_channels=c * m, groups=c, bias="bias" in w, depth_multiplier=m)
+        h, wd = self._spatial(shapes[0], a)
+        mod = self.add(lname, cls, "conv2d", a, inputs, (h, wd, c * m))
+        t = k.reshape(k.shape[0], k.shape[1], c * m, 1).transpose(2, 3, 0, 1)
+        self.param(mod, "weight", w["depthwise_kernel"], t, "reshape(kh,kw,C*M,1)+permute(2,3,0,1)")
+        if "bias" in w:
+            self.param(mod, "bias", w["bias"], w["bias"][1], "none")
+
+    def op_SeparableConv2D(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        a = self._conv_common(lname, cfg, shapes[0])
+        w = _layer_weights(self.src, lname, cls, cfg)
+        k = w["depthwise_kernel"][1]
+        p = w["pointwise_kernel"][1]  # (1, 1, C*M, F)
+        c, m, f = int(k.shape[2]), int(k.shape[3]), int(p.shape[3])
+        a.update(in_channels=c, depth_multiplier=m, out_channels=f, bias="bias" in w)
+        h, wd = self._spatial(shapes[0], a)
+        mod = self.add(lname, cls, "separable_conv2d", a, inputs, (h, wd, f))
+        t = k.reshape(k.shape[0], k.shape[1], c * m, 1).transpose(2, 3, 0, 1)
+        self.param(mod, "depthwise.weight", w["depthwise_kernel"], t, "reshape(kh,kw,C*M,1)+permute(2,3,0,1)")
+        self.param(
+            mod, "pointwise.weight", w["pointwise_kernel"], p.transpose(3, 2, 0, 1), "permute(3,2,0,1)"
+        )
+        if "bias" in w:
+            self.param(mod, "pointwise.bias", w["bias"], w["bias"][1], "none")
+
+    def op_BatchNormalization(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        shp = shapes[0]
+        axis = cfg.get("axis", -1)
+        axis = axis[0] if isinstance(axis, list) else axis
+        if len(shp) == 0 or (axis % (len(shp) + 1)) != len(shp):
+            raise ConversionError(f"layer {lname!r}: BatchNormalization over axis {axis} is not supported")
+        w = _layer_weights(self.src, lname, cls, cfg)
+        ch = int(w["moving_mean"][1].shape[0])
+        if cfg.get("renorm") or cfg.get("virtual_batch_size"):
+            raise ConversionError(f"layer {lname!r}: batch renormalization is not supported")
+        a = {
+            "num_features": ch,
+            "eps": float(cfg.get("epsilon", 1e-3)),
+            "momentum": float(cfg.get("momentum", 0.99)),
+            "rank": len(shp),
+            "scale": "gamma" in w,
+            "center": "beta" in w,
+        }
+        mod = self.add(lname, cls, "batch_norm", a, inputs, shp)
+        if "gamma" in w:
+            self.param(mod, "weight", w["gamma"], w["gamma"][1], "none")
+        if "beta" in w:
+            self.param(mod, "bias", w["beta"], w["beta"][1], "none")
+        self.param(mod, "running_mean", w["moving_mean"], w["moving_mean"][1], "none")
+        self.param(mod, "running_var", w["moving_variance"], w["moving_variance"][1], "none")
+
+    def op_Dense(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        shp = shapes[0]
+        w = _layer_weights(self.src, lname, cls, cfg)
+        kern = w["kernel"][1]
+        if len(shp) != 1:
+            raise ConversionError(f"layer {lname!r}: Dense on a rank-{len(shp) + 1} tensor is not supported")
+        a = {
+            "in_features": int(kern.shape[0]),
+            "out_features": int(kern.shape[1]),
+            "bias": "bias" in w,
+            "activation": _activation(cfg.get("activation"), lname, self.k3),
+        }
+        mod = self.add(lname, cls, "linear", a, inputs, (a["out_features"],))
+        self.param(mod, "weight", w["kernel"], kern.T, "transpose")
+        if "bias" in w:
+            self.param(mod, "bias", w["bias"], w["bias"][1], "none")
+
+    def op_Flatten(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        shp = shapes[0]
+        n = None if any(s is None for s in shp) else int(np.prod(shp)) if shp else 1
+        self.add(lname, cls, "flatten", {"channels_last": len(shp) == 3}, inputs, (n,))
+
+    def _act(self, lname: str, cls: str, inputs: list[str], shapes: list[Shape], act: str, **kw: Any) -> None:
+        self.add(
+            lname, cls, "activation", {"activation": act, "rank": len(shapes[0]), **kw}, inputs, shapes[0]
+        )
+
+    def op_Activation(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        self._act(lname, cls, inputs, shapes, _activation(cfg.get("activation"), lname, self.k3))
+
+    def op_ReLU(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        mv = cfg.get("max_value")
+        self._act(
+            lname,
+            cls,
+            inputs,
+            shapes,
+            "relu_ext",
+            max_value=None if mv is None else float(mv),
+            negative_slope=float(cfg.get("negative_slope", 0.0) or 0.0),
+            threshold=float(cfg.get("threshold", 0.0) or 0.0),
+        )
+
+    def op_LeakyReLU(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        slope = cfg.get("negative_slope", cfg.get("alpha", 0.3))
+        self._act(
+            lname, cls, inputs, shapes, "relu_ext", max_value=None, negative_slope=float(slope), threshold=0.0
+        )
+
+    def op_ELU(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        self._act(lname, cls, inputs, shapes, "elu", alpha=float(cfg.get("alpha", 1.0)))
+
+    def op_Softmax(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        axis = cfg.get("axis", -1)
+        if isinstance(axis, list):
+            if len(axis) != 1:
+                raise ConversionError(f"layer {lname!r}: softmax over several axes is not supported")
+            axis = axis[0]
+        self._act(lname, cls, inputs, shapes, "softmax", dim=_axis4(int(axis), len(shapes[0])))
+
+    def _merge(
+        self, lname: str, cls: str, op: str, inputs: list[str], shapes: list[Shape], **attrs: Any
+    ) -> None:
+        if len(inputs) < 2:
+            raise ConversionError(f"layer {lname!r} ({cls}) needs at least two inputs")
+        out = tuple(
+            max((s[i] for s in shapes if s[i] is not None), default=None) for i in range(len(shapes[0]))
+        )
+        self.add(lname, cls, op, {"rank": len(shapes[0]), **attrs}, inputs, out)
+
+    def op_Add(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        self._merge(lname, cls, "add", inputs, shapes)
+
+    def op_Multiply(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        self._merge(lname, cls, "mul", inputs, shapes)
+
+    def op_Subtract(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        self._merge(lname, cls, "sub", inputs, shapes)
+
+    def op_Average(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        self._merge(lname, cls, "mean", inputs, shapes)
+
+    def op_Maximum(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        self._merge(lname, cls, "max", inputs, shapes)
+
+    def op_Concatenate(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        rank = len(shapes[0])
+        axis = int(cfg.get("axis", -1))
+        ax = axis + rank + 1 if axis < 0 else axis
+        out = list(shapes[0])
+        parts = [s[ax - 1] for s in shapes]
+        out[ax - 1] = None if any(p is None for p in parts) else sum(parts)
+        self.add(lname, cls, "concat", {"dim": _axis4(axis, rank), "rank": rank}, inputs, tuple(out))
+
+    def _pool(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape], kind: str
+    ) -> None:
+        k = _pair(cfg.get("pool_size", 2))
+        s = _pair(cfg.get("strides") or k)
+        pad = cfg.get("padding", "valid")
+        a = {"kind": kind, "kernel_size": list(k), "stride": list(s), "dilation": [1, 1], "padding": pad}
+        h, wd = self._spatial(shapes[0], a)
+        a.pop("dilation")
+        self.add(lname, cls, "pool2d", a, inputs, (h, wd, shapes[0][2]))
+
+    def op_MaxPooling2D(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        self._pool(lname, cls, cfg, inputs, shapes, "max")
+
+    def op_AveragePooling2D(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        self._pool(lname, cls, cfg, inputs, shapes, "avg")
+
+    op_MaxPool2D = op_MaxPooling2D
+    op_AvgPool2D = op_AveragePooling2D
+
+    def _gpool(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape], kind: str
+    ) -> None:
+        keep = bool(cfg.get("keepdims", False))
+        c = shapes[0][2]
+        self.add(
+            lname, cls, "global_pool2d", {"kind": kind, "keepdims": keep}, inputs, (1, 1, c) if keep else (c,)
+        )
+
+    def op_GlobalAveragePooling2D(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        self._gpool(lname, cls, cfg, inputs, shapes, "avg")
+
+    def op_GlobalMaxPooling2D(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        self._gpool(lname, cls, cfg, inputs, shapes, "max")
+
+    op_GlobalAvgPool2D = op_GlobalAveragePooling2D
+    op_GlobalMaxPool2D = op_GlobalMaxPooling2D
+
+    def op_ZeroPadding2D(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        p = cfg.get("padding", 1)
+        if isinstance(p, int):
+            (t, b), (left, r) = (p, p), (p, p)
+        else:
+            t, b = _pair(p[0])
+            left, r = _pair(p[1])
+        h, w, c = shapes[0]
+        self.add(
+            lname,
+            cls,
+            "pad2d",
+            {"pads": [t, b, left, r], "value": 0.0},
+            inputs,
+            (None if h is None else h + t + b, None if w is None else w + left + r, c),
+        )
+
+    def op_Dropout(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        self.add(lname, cls, "dropout", {"p": float(cfg.get("rate", 0.0))}, inputs, shapes[0])
+
+    op_SpatialDropout2D = op_Dropout
+    op_GaussianDropout = op_Dropout
+    op_AlphaDropout = op_Dropout
+
+    def op_GaussianNoise(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        self.add(lname, cls, "identity", {}, inputs, shapes[0])
+
+    op_ActivityRegularization = op_GaussianNoise
+
+    def op_Reshape(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        shp = shapes[0]
+        tgt = [int(x) for x in cfg["target_shape"]]
+        if -1 in tgt and all(s is not None for s in shp):
+            known = int(np.prod([x for x in tgt if x != -1]))
+            tgt[tgt.index(-1)] = int(np.prod(shp)) // known
+        self.add(lname, cls, "reshape", {"target_shape": tgt, "in_rank": len(shp)}, inputs, tuple(tgt))
+
+    def op_Permute(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        dims = [int(d) for d in cfg["dims"]]
+        self.add(
+            lname,
+            cls,
+            "permute",
+            {"dims": dims, "in_rank": len(shapes[0])},
+            inputs,
+            tuple(shapes[0][d - 1] for d in dims),
+        )
+
+    def _channel_vec(self, v: Any, lname: str, rank: int) -> list[float] | float:
+        if isinstance(v, (int, float)):
+            return float(v)
+        arr = np.asarray(v, dtype=np.float64).reshape(-1)
+        if arr.size == 1:
+            return float(arr[0])
+        return [float(x) for x in arr]
+
+    def op_Rescaling(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        rank = len(shapes[0])
+        self.add(
+            lname,
+            cls,
+            "rescale",
+            {
+                "scale": self._channel_vec(cfg.get("scale", 1.0), lname, rank),
+                "offset": self._channel_vec(cfg.get("offset", 0.0), lname, rank),
+                "rank": rank,
+            },
+            inputs,
+            shapes[0],
+        )
+
+    def op_Normalization(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        rank = len(shapes[0])
+        axis = cfg.get("axis", -1)
+        axis = tuple(axis) if isinstance(axis, list) else (axis,)
+        if len(axis) != 1 or (axis[0] % (rank + 1)) != rank:
+            raise ConversionError(f"layer {lname!r}: Normalization over axis {axis} is not supported")
+        if cfg.get("mean") is not None:
+            mean = np.asarray(cfg["mean"], np.float64).reshape(-1)
+            var = np.asarray(cfg["variance"], np.float64).reshape(-1)
+        else:
+            w = _layer_weights(self.src, lname, cls, cfg)
+            mean = np.asarray(w["mean"][1], np.float64).reshape(-1)
+            var = np.asarray(w["variance"][1], np.float64).reshape(-1)
+        # Keras: (x - mean) / max(sqrt(var), 1e-7); kept as data in the graph (non-trainable in Keras)
+        self.add(
+            lname,
+            cls,
+            "normalize",
+            {
+                "mean": [float(x) for x in mean],
+                "variance": [float(x) for x in var],
+                "epsilon": 1e-7,
+                "invert": bool(cfg.get("invert", False)),
+                "rank": rank,
+            },
+            inputs,
+            shapes[0],
+        )
+
+    def op_PReLU(
+        self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
+    ) -> None:
+        w = _layer_weights(self.src, lname, cls, cfg)
+        alpha = w["alpha"][1]
+        rank = len(shapes[0])
+        if rank == 3:
+            if alpha.shape[0] != 1 or alpha.shape[1] != 1:
+                raise ConversionError(f"layer {lname!r}: PReLU with per-pixel slopes is not supported")
+            t = alpha.reshape(-1)
+        else:
+            t = alpha.reshape(-1)
+        mod = self.add(lname, cls, "prelu", {"num_parameters": int(t.size), "rank": rank}, inputs, shapes[0])
+        self.param(mod, "weight", w["alpha"], t, "reshape(-1)")
+
+
+def build_graph(src: KerasSource, trust_code: bool = False) -> KerasGraph:
+    """Turn a Keras config + weights into graph nodes (PyTorch NCHW semantics) and tensors."""
+    if src.config is None:
+        raise ConversionError(
+            f"{src.path.name}: weights-only file; give its architecture "
+            "(arch=config JSON or keras.applications:NAME)"
+        )
+    cls, layers, inner = _unwrap_model(src.config)
+    b = _Builder(src, trust_code)
+    names = [layer_name(layer) for layer in layers]
+    for layer in layers:
+        if layer["class_name"] in ("Functional", "Model", "Sequential"):
+            raise ConversionError(
+                f"layer {layer_name(layer)!r} is a nested {layer['class_name']} model; "
+                "nested models are not supported"
+            )
+    config_names = set(names)
+    extra = [n for n, ws in src.weights.items() if ws and n not in config_names]
+    if extra:
+        raise ConversionError(
+            f"{src.path.name}: weights for layer(s) not in the model: {', '.join(extra[:5])} "
+            "(layer/weight count mismatch)"
+        )
+    if cls == "Sequential":
+        prev: str | None = None
+        first = layers[0] if layers else None
+        if first is None:
+            raise ConversionError("empty Sequential model")
+        if first["class_name"] != "InputLayer":
+            shp = _input_shape(first.get("config", {}))
+            if shp is None:
+                raise ConversionError("Sequential model without an input shape")
+            b.op_InputLayer("input", "InputLayer", {"batch_input_shape": [None, *shp]}, [], [])
+            prev = "input"
+        for layer in layers:
+            b.layer(layer, [prev] if prev else [])
+            prev = layer_name(layer)
+        in_names = [b.nodes[0]["source"]]
+        outputs = [prev]
+    else:
+        for layer in layers:
+            ins = [_tname(r) for r in _inbound(layer)]
+            missing = [t for t in ins if t not in b.shapes]
+            if missing:
+                raise ConversionError(
+                    f"layer {layer_name(layer)!r}: input {missing[0]!r} is not defined before it"
+                )
+            if layer["class_name"] != "InputLayer" and not ins:
+                raise ConversionError(f"layer {layer_name(layer)!r} has no inbound node")
+            b.layer(layer, ins)
+        in_names = [_tname(r) for r in _refs(inner.get("input_layers"))]
+        outputs = [_tname(r) for r in _refs(inner.get("output_layers"))]
+    inputs = [
+        {
+            "name": n,
+            "shape_keras": list(b.shapes[n]),
+            "shape": _nchw(b.shapes[n]),
+            "layout": "NCHW" if len(b.shapes[n]) == 3 else "N...",
+        }
+        for n in in_names
+    ]
+    for o in outputs:
+        if len(b.shapes.get(o, ())) == 3:
+            # image-shaped outputs are NCHW in PyTorch; note it in the graph
+            pass
+    return KerasGraph(b.nodes, inputs, outputs, b.tensors, b.layermap)
+
+
+def _nchw(shape: Shape) -> list[Any]:
+    s = list(shape)
+    if len(s) == 3:
+        return [s[2], s[0], s[1]]
+    return s
+
+
+def same_pads(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
+    """TensorFlow 'same' padding (before, after) for one axis (after gets the extra pixel)."""
+    p = _same_pads(size, k, s, d)
+    assert p is not None
+    return p
+
+
+__all__ = ["KerasGraph", "build_graph", "sanitize", "same_pads", "math"]

@@ -1,0 +1,222 @@
+"""Read Keras files without Keras: legacy HDF5 (full model or weights only), Keras 3 ``.keras`` and
+``.weights.h5``.
+
+Only h5py and json are used; the stored model config is parsed by :mod:`converters.keras.graph`,
+never by ``keras.models.load_model`` (which rejects real legacy files over version quirks).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo.errors import ConversionError
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+@dataclass
+class KerasSource:
+    """A Keras model read from disk: its config (``{"class_name", "config"}``) and weights.
+
+    ``weights`` maps a layer name to its variables in the layer's own order, each as
+    ``(stored name, array)``; ``keras3_keys`` is True when the weights came from a Keras 3 store
+    (keyed by class-derived paths, mapped back to layer names here).
+    """
+
+    path: Path
+    fmt: str  # h5-full | h5-weights | keras3 | keras3-weights
+    config: dict[str, Any] | None
+    weights: dict[str, list[tuple[str, np.ndarray]]] = field(default_factory=dict)
+    keras_version: str | None = None
+    backend: str | None = None
+
+    @property
+    def keras_major(self) -> int:
+        try:
+            return int(str(self.keras_version).split(".")[0])
+        except ValueError:
+            return 3 if self.fmt.startswith("keras3") else 2
+
+
+def _s(v: Any) -> str:
+    return v.decode("utf8") if isinstance(v, (bytes, np.bytes_)) else str(v)
+
+
+def _attr_json(attrs: Any, key: str) -> Any:
+    raw = attrs.get(key)
+    if raw is None:
+        return None
+    return json.loads(_s(raw))
+
+
+def is_hdf5(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    return head == HDF5_MAGIC
+
+
+def _legacy_weights(group: Any, path: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Read the legacy ``layer_names`` / ``weight_names`` layout (with or without ``:0``)."""
+    if "layer_names" not in group.attrs:
+        raise ConversionError(f"{path.name}: HDF5 file holds no Keras weights (no 'layer_names')")
+    out: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for lname in (_s(x) for x in group.attrs["layer_names"]):
+        if lname not in group:
+            raise ConversionError(f"{path.name}: layer {lname!r} listed in layer_names has no group")
+        g = group[lname]
+        names = [_s(x) for x in g.attrs.get("weight_names", [])]
+        arrs = []
+        for wn in names:
+            if wn in g:
+                ds = g[wn]
+            elif wn.endswith(":0") and wn[:-2] in g:
+                ds = g[wn[:-2]]
+            elif wn + ":0" in g:
+                ds = g[wn + ":0"]
+            else:
+                raise ConversionError(f"{path.name}: weight {wn!r} of layer {lname!r} is missing")
+            arrs.append((wn, np.asarray(ds[()])))
+        out[lname] = arrs
+    return out
+
+
+def _keras3_store(h5: Any) -> dict[str, list[np.ndarray]]:
+    """Read a Keras 3 weights store: ``<path>/vars/<i>`` groups, keyed by the path."""
+    out: dict[str, list[np.ndarray]] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if name.endswith("/vars") or name == "vars":
+            keys = sorted(obj.keys(), key=int)
+            out[name[: -len("/vars")] if name != "vars" else ""] = [np.asarray(obj[k][()]) for k in keys]
+
+    h5.visititems(lambda n, o: visit(n, o) if hasattr(o, "keys") else None)
+    return out
+
+
+def snake_case(name: str) -> str:
+    """Keras 3's ``naming.to_snake_case`` (used for weight-store paths)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def keras3_layer_paths(config: dict[str, Any]) -> dict[str, str]:
+    """Layer name -> Keras 3 store path (``layers/<snake class>[_<n>]``) for a flat model config."""
+    cls = config.get("class_name")
+    layers = config["config"]["layers"] if isinstance(config.get("config"), dict) else config["config"]
+    if cls == "Sequential" and layers and layers[0].get("class_name") == "InputLayer":
+        layers = layers[1:]
+    used: dict[str, int] = {}
+    paths: dict[str, str] = {}
+    for layer in layers:
+        base = snake_case(layer["class_name"])
+        if base in used:
+            used[base] += 1
+            key = f"{base}_{used[base]}"
+        else:
+            used[base] = 0
+            key = base
+        paths[layer_name(layer)] = f"layers/{key}"
+    return paths
+
+
+def layer_name(layer: dict[str, Any]) -> str:
+    return layer.get("name") or layer["config"]["name"]
+
+
+def _keras3_weights(h5: Any, config: dict[str, Any], path: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
+    store = _keras3_store(h5)
+    if not store:
+        raise ConversionError(f"{path.name}: the Keras 3 weights store holds no variables")
+    out: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for lname, p in keras3_layer_paths(config).items():
+        if p in store:
+            out[lname] = [(f"{p}/vars/{i}", a) for i, a in enumerate(store[p])]
+        nested = [k for k in store if k.startswith(p + "/")]
+        if nested:
+            raise ConversionError(
+                f"{path.name}: layer {lname!r} holds nested layers ({nested[0]}); nested models "
+                "are not supported"
+            )
+    return out
+
+
+def _load_arch(arch: str | Path | dict[str, Any] | None, path: Path) -> dict[str, Any] | None:
+    """An architecture for a weights-only file: a config dict, a JSON file, or
+    ``keras.applications:NAME`` (built with Keras on the torch backend in a subprocess)."""
+    if arch is None:
+        return None
+    if isinstance(arch, dict):
+        return arch
+    s = str(arch)
+    if s.startswith("keras.applications:") or s.startswith("keras:"):
+        from converters.keras.subproc import keras_app_config
+
+        return keras_app_config(s.split(":", 1)[1])
+    p = Path(s)
+    if p.is_file():
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ConversionError(f"{p.name}: architecture file is not JSON ({e.msg})") from None
+    raise ConversionError(f"unknown architecture {s!r} (give a config JSON file or keras.applications:NAME)")
+
+
+def read_keras(path: str | Path, arch: str | Path | dict[str, Any] | None = None) -> KerasSource:
+    """Read any supported Keras file into a :class:`KerasSource` (config + weights by layer)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such file")
+    arch_cfg = _load_arch(arch, path)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            if "config.json" not in names or "model.weights.h5" not in names:
+                raise ConversionError(f"{path.name}: zip file is not a Keras 3 .keras archive")
+            config = arch_cfg or json.loads(zf.read("config.json"))
+            meta = json.loads(zf.read("metadata.json")) if "metadata.json" in names else {}
+            import io
+
+            with h5py.File(io.BytesIO(zf.read("model.weights.h5")), "r") as h5:
+                weights = _keras3_weights(h5, config, path)
+        return KerasSource(path, "keras3", config, weights, meta.get("keras_version"), "keras3")
+    if not is_hdf5(path):
+        raise ConversionError(f"{path.name}: not an HDF5 file or a .keras archive")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as e:
+        raise ConversionError(f"{path.name}: unreadable HDF5 file ({e})") from None
+    with h5:
+        version = _s(h5.attrs["keras_version"]) if "keras_version" in h5.attrs else None
+        backend = _s(h5.attrs["backend"]) if "backend" in h5.attrs else None
+        if "model_config" in h5.attrs:
+            config = arch_cfg or _attr_json(h5.attrs, "model_config")
+            if "model_weights" not in h5:
+                raise ConversionError(
+                    f"{path.name}: HDF5 model file holds no weights ('model_weights' missing)"
+                )
+            weights = _legacy_weights(h5["model_weights"], path)
+            return KerasSource(path, "h5-full", config, weights, version, backend)
+        if "layer_names" in h5.attrs:
+            return KerasSource(path, "h5-weights", arch_cfg, _legacy_weights(h5, path), version, backend)
+        if "layers" in h5 or "vars" in h5:
+            if arch_cfg is None:
+                raise ConversionError(
+                    f"{path.name}: Keras 3 weights file without architecture (pass arch=config JSON "
+                    "or keras.applications:NAME)"
+                )
+            return KerasSource(
+                path, "keras3-weights", arch_cfg, _keras3_weights(h5, arch_cfg, path), "3", None
+            )
+        raise ConversionError(
+            f"{path.name}: HDF5 file holds no Keras weights (no model_config, layer_names or layers)"
+        )

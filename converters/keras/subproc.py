@@ -1,0 +1,95 @@
+"""Run the TensorFlow / Keras side in a child process (never beside torch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import ConversionError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_worker(args: list[str], env: dict[str, str] | None = None, timeout: float = 1800) -> str:
+    """Run ``python -m converters.keras._worker ARGS``; return stdout or raise ConversionError."""
+    e = dict(os.environ)
+    e.update(env or {})
+    e["PYTHONPATH"] = str(ROOT) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    e.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    e.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "converters.keras._worker", *args],
+            env=e,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise ConversionError(f"Keras worker {args[0]} timed out") from None
+    if p.returncode != 0:
+        lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+        last = lines[-1] if lines else f"exit code {p.returncode}"
+        if "ModuleNotFoundError" in last:
+            last += " (install the zoo[keras] extra)"
+        raise ConversionError(f"Keras worker {args[0]} failed: {last}")
+    return p.stdout
+
+
+def tf_keras_predict(model: Path, x: Any) -> Any:
+    """tf-keras's output for NHWC input ``x`` (numpy), computed in a subprocess."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as td:
+        xi, yo = Path(td) / "x.npy", Path(td) / "y.npy"
+        np.save(xi, np.asarray(x, dtype=np.float32))
+        run_worker(["predict", str(model), str(xi), str(yo)], env={"TF_USE_LEGACY_KERAS": "1"})
+        return np.load(yo)
+
+
+def tf2onnx_convert(model: Path, out: Path, opset: int = 17) -> dict[str, Any]:
+    """Keras file -> ONNX with tf2onnx (tf-keras loads it, in a subprocess); NHWC input kept."""
+    out_s = run_worker(["onnx", str(model), str(out), str(opset)], env={"TF_USE_LEGACY_KERAS": "1"})
+    last = [ln for ln in out_s.splitlines() if ln.startswith("{")]
+    return json.loads(last[-1]) if last else {}
+
+
+def _split(spec: str) -> tuple[str, str]:
+    name, _, kw = spec.partition("?")
+    kwargs: dict[str, Any] = {}
+    for part in filter(None, kw.split("&")):
+        k, _, v = part.partition("=")
+        try:
+            kwargs[k] = json.loads(v)
+        except json.JSONDecodeError:
+            kwargs[k] = v
+    return name, json.dumps(kwargs)
+
+
+def keras_app_config(spec: str) -> dict[str, Any]:
+    """The config of ``keras.applications.NAME(weights=None, **kwargs)`` (``NAME?k=v&...``),
+    built by Keras 3 on the torch backend in a subprocess (no TensorFlow)."""
+    name, kwargs = _split(spec)
+    with tempfile.TemporaryDirectory() as td:
+        out = Path(td) / "config.json"
+        run_worker(["app-config", name, kwargs, str(out)], env={"KERAS_BACKEND": "torch"})
+        return json.loads(out.read_text())
+
+
+def keras_app_predict(spec: str, weights: Path, x: Any) -> Any:
+    """Keras 3 (torch backend) output of ``keras.applications.NAME`` with legacy-HDF5 weights."""
+    import numpy as np
+
+    name, kwargs = _split(spec)
+    with tempfile.TemporaryDirectory() as td:
+        xi, yo = Path(td) / "x.npy", Path(td) / "y.npy"
+        np.save(xi, np.asarray(x, dtype=np.float32))
+        run_worker(
+            ["app-predict", name, kwargs, str(weights), str(xi), str(yo)], env={"KERAS_BACKEND": "torch"}
+        )
+        return np.load(yo)
