@@ -1,0 +1,223 @@
+"""``convert_keras``: a Keras file -> the zoo model folder (PyTorch) and/or ONNX (tf2onnx)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from converters.keras.graph import KerasGraph, build_graph
+from converters.keras.reader import KerasSource, read_keras
+from zoo.cards import Checksum, FileRef, ModelCard, Preprocess
+from zoo.errors import ConversionError
+
+CONVERTER = "zoo.converters.keras"
+CONVERTER_VERSION = "1"
+GRAPH_FORMAT = "zoo-graph"
+GRAPH_VERSION = 1
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _targets(to: str | Iterable[str]) -> set[str]:
+    ts = {to} if isinstance(to, str) else set(to)
+    if "all" in ts:
+        ts = {"torch", "onnx"}
+    bad = ts - {"torch", "onnx"}
+    if bad or not ts:
+        raise ConversionError(f"unknown conversion target(s) {sorted(bad) or '(none)'} (torch, onnx or all)")
+    return ts
+
+
+def graph_document(g: KerasGraph, src: KerasSource) -> dict[str, Any]:
+    """graph.json contents: ops in the ``keras.`` namespace of the shared op table."""
+    nodes = []
+    for n in g.nodes:
+        node = dict(n)
+        node["op"] = "keras." + n["op"]
+        nodes.append(node)
+    return {
+        "format": GRAPH_FORMAT,
+        "version": GRAPH_VERSION,
+        "source_framework": "keras",
+        "keras_version": src.keras_version,
+        "layout": "NCHW",
+        "inputs": g.inputs,
+        "outputs": g.outputs,
+        "nodes": nodes,
+    }
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
+
+
+def _card(
+    src: KerasSource,
+    g: KerasGraph,
+    out_dir: Path,
+    tmp: Path,
+    targets: set[str],
+    preprocess: Preprocess | None,
+    onnx_info: dict[str, Any] | None,
+) -> ModelCard:
+    files = []
+    for name, role in (
+        ("model.safetensors", "weights"),
+        ("graph.json", "definition"),
+        ("model.onnx", "model"),
+    ):
+        p = tmp / name
+        if p.is_file():
+            files.append(
+                FileRef(
+                    name=name,
+                    urls=((out_dir / name).resolve().as_uri(),),
+                    size=p.stat().st_size,
+                    checksum=Checksum("sha256", _sha256(p), "computed at conversion"),
+                    role=role,
+                )
+            )
+    shapes = {i["name"]: i for i in g.inputs}
+    first = g.inputs[0] if g.inputs else {"shape": [], "shape_keras": []}
+    artifacts: dict[str, Any] = {}
+    if "torch" in targets:
+        artifacts["model.safetensors"] = {
+            "framework": "pytorch",
+            "layout": "NCHW",
+            "input_shape": first["shape"],
+            "graph": "graph.json",
+        }
+    if "onnx" in targets:
+        artifacts["model.onnx"] = {
+            "framework": "onnx",
+            "layout": "NHWC",
+            "input_shape": first["shape_keras"],
+            "input_names": (onnx_info or {}).get("inputs"),
+            "converter": "tf2onnx (from tf-keras)",
+        }
+    pre = preprocess or Preprocess(
+        layout="NCHW" if "torch" in targets else "NHWC",
+        unknown=True,
+        note="preprocessing not recorded in the Keras file; the PyTorch module takes NCHW, the ONNX NHWC",
+    )
+    n_params = int(
+        sum(a.size for k, a in g.tensors.items() if not k.endswith(("running_mean", "running_var")))
+    )
+    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in src.path.stem) or "model"
+    return ModelCard(
+        id=f"converted/{stem}",
+        name=src.path.stem,
+        source="keras",
+        framework="pytorch" if "torch" in targets else "onnx",
+        format="zoo" if "torch" in targets else "onnx",
+        origin="keras",
+        provenance={
+            "publisher": "local conversion",
+            "converted_by": f"{CONVERTER} {CONVERTER_VERSION}",
+            "generated_from": src.path.name,
+            "source_sha256": _sha256(src.path),
+            "source_format": src.fmt,
+            "keras_version": src.keras_version,
+        },
+        files=tuple(files),
+        architecture={
+            "graph": "graph.json",
+            "inputs": list(shapes.values()),
+            "outputs": g.outputs,
+            "artifacts": artifacts,
+        },
+        preprocess=pre,
+        params=n_params,
+        tags=("converted", "keras"),
+    )
+
+
+def convert_keras(
+    path: str | Path,
+    out_dir: str | Path,
+    to: str | Iterable[str] = ("torch",),
+    arch: str | Path | dict[str, Any] | None = None,
+    trust_code: bool = False,
+    preprocess: Preprocess | None = None,
+    opset: int = 17,
+) -> Path:
+    """Convert a Keras file (legacy HDF5, ``.keras``, ``.weights.h5`` with ``arch``) into ``out_dir``.
+
+    ``to``: ``torch`` (graph.json + model.safetensors + layermap.json), ``onnx`` (model.onnx via
+    tf2onnx in a subprocess, NHWC input) or both / ``all``. Everything is written into a temporary
+    folder beside ``out_dir`` and renamed into place, so a failure leaves nothing behind.
+    """
+    targets = _targets(to)
+    path = Path(path)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConversionError(f"{out_dir}: output folder exists and is not empty")
+    src = read_keras(path, arch=arch)
+    g = build_graph(src, trust_code=trust_code)  # validates the whole model, also for ONNX only
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        onnx_info = None
+        if "torch" in targets:
+            import numpy as np
+            from safetensors.numpy import save_file
+
+            _write_json(tmp / "graph.json", graph_document(g, src))
+            save_file(
+                {k: np.ascontiguousarray(v) for k, v in g.tensors.items()}, str(tmp / "model.safetensors")
+            )
+            _write_json(
+                tmp / "layermap.json",
+                {"source": f"keras:{path.name}", "target": "model.safetensors", "rows": g.layermap},
+            )
+        if "onnx" in targets:
+            if src.fmt not in ("h5-full", "keras3"):
+                raise ConversionError(
+                    f"{path.name}: ONNX export needs a full model file (this is weights only)"
+                )
+            from converters.keras.subproc import tf2onnx_convert
+
+            onnx_info = tf2onnx_convert(path.resolve(), tmp / "model.onnx", opset=opset)
+        card = _card(src, g, out_dir, tmp, targets, preprocess, onnx_info)
+        _write_json(tmp / "card.json", card.to_dict())
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def load_keras_folder(folder: str | Path) -> Any:
+    """Build the ``nn.Module`` of a converted folder (no Keras, TensorFlow or h5py needed)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from converters.keras.module import GraphModule
+
+    folder = Path(folder)
+    graph = json.loads((folder / "graph.json").read_text())
+    model = GraphModule(graph)
+    state = load_file(str(folder / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ConversionError(
+            f"{folder}: weights do not match graph (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    model.eval()
+    del torch
+    return model
