@@ -112,9 +112,7 @@ def _card(
         unknown=True,
         note="preprocessing not recorded in the Keras file; the PyTorch module takes NCHW, the ONNX NHWC",
     )
-    n_params = int(
-        sum(a.size for k, a in g.tensors.items() if not k.endswith(("running_mean", "running_var")))
-    )
+    n_params = int(sum(a.size for a in g.tensors.values()))  # as Keras counts (BN moving stats too)
     stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in src.path.stem) or "model"
     return ModelCard(
         id=f"converted/{stem}",
