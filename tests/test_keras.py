@@ -1,0 +1,326 @@
+"""Keras -> PyTorch / ONNX on the real third-party files in ../shared/testdata/keras.
+
+Reference: tf-keras (TF_USE_LEGACY_KERAS=1) in a subprocess, on the same random inputs (batch 4).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from converters.keras import convert_keras
+from converters.keras.convert import load_keras_folder
+from zoo.errors import ConversionError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# file, input HWC, input range (the preprocessing each model was trained with)
+FILES = {
+    "vww_96": ("keras/mlperf_tiny/vww_96.h5", (96, 96, 3), (0.0, 1.0)),
+    "resnet8": ("keras/mlperf_tiny/pretrainedResnet.h5", (32, 32, 3), (0.0, 255.0)),
+    "mini_xception": (
+        "keras/face_classification/fer2013_mini_XCEPTION.102-0.66.hdf5",
+        (64, 64, 1),
+        (-1.0, 1.0),
+    ),
+}
+
+
+def _config(path: Path) -> dict:
+    with h5py.File(path, "r") as f:
+        return json.loads(f.attrs["model_config"])
+
+
+def _inputs(hwc: tuple[int, int, int], lo: float, hi: float, n: int = 4, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(lo, hi, size=(n, *hwc)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def converted(testdata: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = {}
+    base = tmp_path_factory.mktemp("keras_real")
+    for key, (rel, _, _) in FILES.items():
+        out[key] = convert_keras(testdata / rel, base / key, to="torch")
+    return out
+
+
+# --- structure (no TensorFlow) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", list(FILES))
+def test_module_names_are_keras_layer_names(key: str, testdata: Path, converted: dict[str, Path]) -> None:
+    cfg = _config(testdata / FILES[key][0])
+    names = [
+        layer["config"]["name"] for layer in cfg["config"]["layers"] if layer["class_name"] != "InputLayer"
+    ]
+    model = load_keras_folder(converted[key])
+    assert [n for n, _ in model.named_children()] == names
+
+
+@pytest.mark.parametrize("key", list(FILES))
+def test_batchnorm_kept_with_keras_epsilon(key: str, testdata: Path, converted: dict[str, Path]) -> None:
+    cfg = _config(testdata / FILES[key][0])
+    model = load_keras_folder(converted[key])
+    bns = [layer for layer in cfg["config"]["layers"] if layer["class_name"] == "BatchNormalization"]
+    assert bns
+    for layer in bns:
+        mod = getattr(model, layer["config"]["name"])
+        assert isinstance(mod, nn.BatchNorm2d)
+        assert mod.eps == pytest.approx(layer["config"]["epsilon"])
+        assert mod.momentum == pytest.approx(1.0 - layer["config"]["momentum"])
+        assert mod.weight.requires_grad and mod.bias.requires_grad
+
+
+@pytest.mark.parametrize("key", ["vww_96", "mini_xception"])
+def test_depthwise_is_grouped_conv(key: str, testdata: Path, converted: dict[str, Path]) -> None:
+    cfg = _config(testdata / FILES[key][0])
+    model = load_keras_folder(converted[key])
+    n = 0
+    for layer in cfg["config"]["layers"]:
+        cls, name = layer["class_name"], layer["config"]["name"]
+        if cls == "DepthwiseConv2D":
+            mod = getattr(model, name)
+        elif cls == "SeparableConv2D":
+            mod = getattr(model, name).depthwise
+        else:
+            continue
+        assert isinstance(mod, nn.Conv2d)
+        assert mod.groups == mod.in_channels > 1
+        n += 1
+    assert n > 0
+
+
+@pytest.mark.parametrize("key", list(FILES))
+def test_every_keras_weight_is_a_trainable_parameter(
+    key: str, testdata: Path, converted: dict[str, Path]
+) -> None:
+    path = testdata / FILES[key][0]
+    trainable = 0
+    stats = 0
+    with h5py.File(path, "r") as f:
+        g = f["model_weights"]
+        for lname in g.attrs["layer_names"]:
+            lg = g[lname]
+            for wn in lg.attrs.get("weight_names", []):
+                wn = wn.decode() if isinstance(wn, bytes) else str(wn)
+                size = int(np.prod(lg[wn].shape))
+                if "moving_" in wn:
+                    stats += size
+                else:
+                    trainable += size
+    model = load_keras_folder(converted[key])
+    params = list(model.parameters())
+    assert all(p.requires_grad for p in params)
+    assert sum(p.numel() for p in params) == trainable
+    buffers = dict(model.named_buffers())
+    assert all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in buffers)
+    assert sum(b.numel() for k, b in buffers.items() if not k.endswith("num_batches_tracked")) == stats
+
+
+@pytest.mark.parametrize("key", list(FILES))
+def test_input_is_nchw(key: str, converted: dict[str, Path]) -> None:
+    h, w, c = FILES[key][1]
+    model = load_keras_folder(converted[key])
+    graph = json.loads((converted[key] / "graph.json").read_text())
+    assert graph["inputs"][0]["shape"] == [c, h, w]
+    card = json.loads((converted[key] / "card.json").read_text())
+    assert card["architecture"]["artifacts"]["model.safetensors"]["layout"] == "NCHW"
+    with torch.no_grad():
+        assert model(torch.zeros(2, c, h, w)).shape[0] == 2
+        if c != h:
+            with pytest.raises(RuntimeError):
+                model(torch.zeros(2, h, w, c))
+
+
+BLOCKER = textwrap.dedent(
+    """
+    import sys, importlib.abc
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("keras", "tensorflow", "tf_keras", "h5py"):
+                raise ImportError("blocked: " + name)
+            return None
+    sys.meta_path.insert(0, Block())
+    import torch
+    from converters.keras.convert import load_keras_folder
+    m = load_keras_folder(sys.argv[1])
+    shape = [int(s) for s in sys.argv[2].split(",")]
+    torch.manual_seed(0)
+    y = m(torch.rand(*shape))
+    bad = [k for k in sys.modules if k.split(".")[0] in ("keras", "tensorflow", "tf_keras", "h5py")]
+    assert not bad, bad
+    print("OK", tuple(y.shape))
+    """
+)
+
+
+@pytest.mark.parametrize("key", list(FILES))
+def test_folder_runs_without_keras_tensorflow_h5py(key: str, converted: dict[str, Path]) -> None:
+    h, w, c = FILES[key][1]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.run(
+        [sys.executable, "-c", BLOCKER, str(converted[key]), f"2,{c},{h},{w}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().startswith("OK (2,")
+
+
+# --- numerics against tf-keras (subprocess) --------------------------------------------------------
+
+
+def _tol(ref: np.ndarray) -> float:
+    return 1e-5 * max(1.0, float(np.abs(ref).max()))
+
+
+@pytest.fixture(scope="module")
+def references(testdata: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from converters.keras.subproc import tf_keras_predict
+
+    out = {}
+    for key, (rel, hwc, (lo, hi)) in FILES.items():
+        x = _inputs(hwc, lo, hi)
+        out[key] = (x, tf_keras_predict(testdata / rel, x))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", list(FILES))
+def test_torch_matches_tf_keras(key: str, converted: dict[str, Path], references: dict) -> None:
+    x, ref = references[key]
+    model = load_keras_folder(converted[key])
+    with torch.no_grad():
+        y = model(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    diff = float(np.abs(y - ref).max())
+    print(f"{key}: torch max|diff| = {diff:.3g}")
+    assert diff <= _tol(ref)
+    assert (y.argmax(1) == ref.argmax(1)).all()
+    assert len(set(ref.argmax(1).tolist())) >= 1 and ref.shape[0] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", list(FILES))
+def test_onnx_matches_tf_keras(key: str, testdata: Path, tmp_path: Path, references: dict) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    out = convert_keras(testdata / FILES[key][0], tmp_path / "o", to="onnx")
+    assert not (out / "model.safetensors").exists()
+    card = json.loads((out / "card.json").read_text())
+    assert card["architecture"]["artifacts"]["model.onnx"]["layout"] == "NHWC"
+    onnx.checker.check_model(str(out / "model.onnx"))
+    x, ref = references[key]
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    diff = float(np.abs(y - ref).max())
+    print(f"{key}: onnx max|diff| = {diff:.3g}")
+    assert diff <= _tol(ref)
+    assert (y.argmax(1) == ref.argmax(1)).all()
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def _assert_clean_failure(exc: pytest.ExceptionInfo, out: Path, *words: str) -> None:
+    msg = str(exc.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, msg
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+
+
+def _copy_with_config(src: Path, dst: Path, edit) -> Path:  # noqa: ANN001
+    dst.write_bytes(src.read_bytes())
+    with h5py.File(dst, "r+") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        edit(cfg, f)
+        f.attrs["model_config"] = json.dumps(cfg)
+    return dst
+
+
+def test_not_hdf5(tmp_path: Path) -> None:
+    bad = tmp_path / "model.h5"
+    bad.write_text("<html>not a model</html>")
+    out = tmp_path / "out"
+    with pytest.raises(ConversionError) as e:
+        convert_keras(bad, out)
+    _assert_clean_failure(e, out, "model.h5", "not an HDF5")
+
+
+def test_hdf5_without_weights(tmp_path: Path, testdata: Path) -> None:
+    bad = tmp_path / "noweights.h5"
+    with h5py.File(bad, "w") as f:
+        f.attrs["model_config"] = json.dumps(_config(testdata / FILES["vww_96"][0]))
+        f.attrs["keras_version"] = "2.4.0"
+    out = tmp_path / "out"
+    with pytest.raises(ConversionError) as e:
+        convert_keras(bad, out)
+    _assert_clean_failure(e, out, "noweights.h5", "no weights")
+    empty = tmp_path / "empty.h5"
+    with h5py.File(empty, "w") as f:
+        f.create_group("something")
+    with pytest.raises(ConversionError) as e:
+        convert_keras(empty, out)
+    _assert_clean_failure(e, out, "empty.h5", "no Keras weights")
+
+
+def test_layer_weight_count_mismatch(tmp_path: Path, testdata: Path) -> None:
+    def drop_bias(cfg: dict, f: h5py.File) -> None:
+        g = f["model_weights"]["conv2d"]
+        g.attrs["weight_names"] = g.attrs["weight_names"][:1]
+
+    bad = _copy_with_config(testdata / FILES["resnet8"][0], tmp_path / "r8.h5", drop_bias)
+    out = tmp_path / "out"
+    with pytest.raises(ConversionError) as e:
+        convert_keras(bad, out)
+    _assert_clean_failure(e, out, "'conv2d'", "expects 2 weights", "has 1")
+
+
+def test_unknown_layer(tmp_path: Path, testdata: Path) -> None:
+    def rename(cfg: dict, f: h5py.File) -> None:
+        cfg["config"]["layers"][3]["class_name"] = "FancyAttention"
+
+    bad = _copy_with_config(testdata / FILES["resnet8"][0], tmp_path / "r8.h5", rename)
+    out = tmp_path / "out"
+    with pytest.raises(ConversionError) as e:
+        convert_keras(bad, out, to="all")
+    _assert_clean_failure(e, out, "'activation'", "FancyAttention")
+
+
+def test_lambda_refused_without_trust(tmp_path: Path, testdata: Path) -> None:
+    def to_lambda(cfg: dict, f: h5py.File) -> None:
+        layer = cfg["config"]["layers"][3]
+        layer["class_name"] = "Lambda"
+        layer["config"]["function"] = ["4wEAAAAAAAAA", None, None]
+
+    bad = _copy_with_config(testdata / FILES["resnet8"][0], tmp_path / "r8.h5", to_lambda)
+    out = tmp_path / "out"
+    with pytest.raises(ConversionError) as e:
+        convert_keras(bad, out)
+    _assert_clean_failure(e, out, "'activation'", "Lambda", "trust")
+    with pytest.raises(ConversionError) as e:
+        convert_keras(bad, out, trust_code=True)
+    assert "trust" not in str(e.value) and "Lambda" in str(e.value)
+
+
+def test_existing_output_not_overwritten(tmp_path: Path, testdata: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ConversionError):
+        convert_keras(testdata / FILES["resnet8"][0], out)
+    assert (out / "keep.txt").read_text() == "mine"
