@@ -243,11 +243,13 @@ def read_caffemodel(path: str | Path) -> dict[str, list[np.ndarray]]:
         raise ConversionError(f"{path}: cannot read weights ({e})") from None
     out: dict[str, list[np.ndarray]] = {}
     layer = "?"
+    seen = 0
     try:
         for num, wt, val in _fields(memoryview(raw)):
             if wt != 2 or num not in (100, 2):
                 continue
             v1 = num == 2
+            seen += 1
             name, blobs = None, []
             for n2, w2, v2 in _fields(val):
                 if w2 != 2:
@@ -260,8 +262,8 @@ def read_caffemodel(path: str | Path) -> dict[str, list[np.ndarray]]:
                 out[name] = blobs
     except (IndexError, ValueError) as e:
         raise ConversionError(f"{path}: corrupt or truncated caffemodel near layer {layer!r} ({e})") from None
-    if not out and raw:
-        raise ConversionError(f"{path}: no layer with weights found (not a caffemodel?)")
+    if not seen and raw:
+        raise ConversionError(f"{path}: no layers found (not a caffemodel?)")
     return out
 
 
