@@ -256,6 +256,11 @@ class GraphModule(nn.Module):
         self.output_names = list(graph["outputs"])
         for node in graph["nodes"]:
             cls = OPS.get(node["op"])
+            if cls is None and "." in node["op"]:  # namespaced ops ("keras.conv2d") register on import
+                import importlib
+
+                importlib.import_module(f"converters.{node['op'].split('.')[0]}.ops")
+                cls = OPS.get(node["op"])
             if cls is None:
                 raise ValueError(f"graph node {node['name']!r}: unknown op {node['op']!r}")
             self.add_module(node["module"], cls(node))

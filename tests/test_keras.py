@@ -152,8 +152,8 @@ BLOCKER = textwrap.dedent(
             return None
     sys.meta_path.insert(0, Block())
     import torch
-    from converters.keras.convert import load_keras_folder
-    m = load_keras_folder(sys.argv[1])
+    from converters.folder import load_folder  # the shared loader: keras.* ops register lazily
+    m = load_folder(sys.argv[1])
     shape = [int(s) for s in sys.argv[2].split(",")]
     torch.manual_seed(0)
     y = m(torch.rand(*shape))

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -41,12 +38,7 @@ def _targets(to: str | Iterable[str]) -> set[str]:
 
 
 def graph_document(g: KerasGraph, src: KerasSource) -> dict[str, Any]:
-    """graph.json contents: ops in the ``keras.`` namespace of the shared op table."""
-    nodes = []
-    for n in g.nodes:
-        node = dict(n)
-        node["op"] = "keras." + n["op"]
-        nodes.append(node)
+    """graph.json contents (shared zoo-graph format; ops in the ``keras.`` namespace)."""
     return {
         "format": GRAPH_FORMAT,
         "version": GRAPH_VERSION,
@@ -55,7 +47,7 @@ def graph_document(g: KerasGraph, src: KerasSource) -> dict[str, Any]:
         "layout": "NCHW",
         "inputs": g.inputs,
         "outputs": g.outputs,
-        "nodes": nodes,
+        "nodes": g.nodes,
     }
 
 
@@ -164,22 +156,12 @@ def convert_keras(
         raise ConversionError(f"{out_dir}: output folder exists and is not empty")
     src = read_keras(path, arch=arch)
     g = build_graph(src, trust_code=trust_code)  # validates the whole model, also for ONNX only
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        onnx_info = None
-        if "torch" in targets:
-            import numpy as np
-            from safetensors.numpy import save_file
+    from converters.folder import write_folder
+    from converters.layermap import LayerMap
 
-            _write_json(tmp / "graph.json", graph_document(g, src))
-            save_file(
-                {k: np.ascontiguousarray(v) for k, v in g.tensors.items()}, str(tmp / "model.safetensors")
-            )
-            _write_json(
-                tmp / "layermap.json",
-                {"source": f"keras:{path.name}", "target": "model.safetensors", "rows": g.layermap},
-            )
+    onnx_info: dict[str, Any] = {}
+
+    def extra(tmp: Path) -> None:
         if "onnx" in targets:
             if src.fmt not in ("h5-full", "keras3"):
                 raise ConversionError(
@@ -187,35 +169,21 @@ def convert_keras(
                 )
             from converters.keras.subproc import tf2onnx_convert
 
-            onnx_info = tf2onnx_convert(path.resolve(), tmp / "model.onnx", opset=opset)
+            onnx_info.update(tf2onnx_convert(path.resolve(), tmp / "model.onnx", opset=opset))
+        if "torch" not in targets:
+            for name in ("graph.json", "model.safetensors", "layermap.json"):
+                (tmp / name).unlink()
         card = _card(src, g, out_dir, tmp, targets, preprocess, onnx_info)
         _write_json(tmp / "card.json", card.to_dict())
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    lm = LayerMap(g.layermap, source_format="keras")
+    write_folder(out_dir, {}, graph_document(g, src), g.tensors, lm.to_dict(), extra=extra)
     return out_dir
 
 
 def load_keras_folder(folder: str | Path) -> Any:
-    """Build the ``nn.Module`` of a converted folder (no Keras, TensorFlow or h5py needed)."""
-    import torch
-    from safetensors.torch import load_file
+    """The ``nn.Module`` of a converted folder (no Keras, TensorFlow or h5py needed)."""
+    import converters.keras.ops  # noqa: F401  (registers the keras.* ops)
+    from converters.folder import load_folder
 
-    from converters.keras.module import GraphModule
-
-    folder = Path(folder)
-    graph = json.loads((folder / "graph.json").read_text())
-    model = GraphModule(graph)
-    state = load_file(str(folder / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ConversionError(
-            f"{folder}: weights do not match graph (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    model.eval()
-    del torch
-    return model
+    return load_folder(folder)

@@ -269,6 +269,8 @@ class _Builder:
         self.tensors: dict[str, np.ndarray] = {}
         self.layermap: list[dict[str, Any]] = []
         self.used: set[str] = set()
+        self.mod2layer: dict[str, str] = {}
+        self.input_names: list[str] = []
         self.k3 = src.keras_major
 
     def param(
@@ -276,9 +278,14 @@ class _Builder:
     ) -> None:
         key = f"{mod}.{pname}"
         self.tensors[key] = np.ascontiguousarray(arr.astype(np.float32))
+        lname = self.mod2layer[mod]
+        names = [n for n, _ in self.src.weights.get(lname, [])]
+        node = self.nodes[-1]
+        node.setdefault("params", {})[pname] = list(arr.shape)
         self.layermap.append(
             {
-                "source": stored[0],
+                "source": lname,
+                "blob": names.index(stored[0]),
                 "target": key,
                 "transform": transform,
                 "source_shape": list(stored[1].shape),
@@ -290,19 +297,26 @@ class _Builder:
         self, lname: str, cls: str, op: str, attrs: dict[str, Any], inputs: list[str], out_shape: Shape
     ) -> str:
         mod = sanitize(lname, self.used)
+        self.mod2layer[mod] = lname
+        self.shapes[lname] = tuple(out_shape)
+        if op == "input":  # graph inputs are listed in graph["inputs"], not as nodes
+            return mod
         self.nodes.append(
             {
-                "name": mod,
-                "source": lname,
+                "name": lname,
+                "module": mod,
                 "type": cls,
-                "op": op,
+                "op": "keras." + op,
                 "attrs": attrs,
                 "inputs": inputs,
                 "outputs": [lname],
             }
         )
-        self.shapes[lname] = tuple(out_shape)
         return mod
+
+    def extra_state(self, mod: str, pname: str, arr: np.ndarray) -> None:
+        """A tensor the module needs that Keras does not store (e.g. gamma=1 when scale=False)."""
+        self.tensors[f"{mod}.{pname}"] = np.ascontiguousarray(np.asarray(arr, np.float32))
 
     def layer(self, layer: dict[str, Any], inputs: list[str]) -> None:
         cls = layer["class_name"]
@@ -356,6 +370,7 @@ class _Builder:
         if shp is None:
             raise ConversionError(f"input layer {lname!r} has no shape")
         self.add(lname, cls, "input", {"shape": list(shp)}, [], shp)
+        self.input_names.append(lname)
 
     def op_Conv2D(
         self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
@@ -433,8 +448,12 @@ class _Builder:
         mod = self.add(lname, cls, "batch_norm", a, inputs, shp)
         if "gamma" in w:
             self.param(mod, "weight", w["gamma"], w["gamma"][1], "none")
+        else:  # scale=False: gamma fixed at 1 (frozen in the module)
+            self.extra_state(mod, "weight", np.ones(ch))
         if "beta" in w:
             self.param(mod, "bias", w["beta"], w["beta"][1], "none")
+        else:
+            self.extra_state(mod, "bias", np.zeros(ch))
         self.param(mod, "running_mean", w["moving_mean"], w["moving_mean"][1], "none")
         self.param(mod, "running_var", w["moving_variance"], w["moving_variance"][1], "none")
 
@@ -702,14 +721,13 @@ class _Builder:
             w = _layer_weights(self.src, lname, cls, cfg)
             mean = np.asarray(w["mean"][1], np.float64).reshape(-1)
             var = np.asarray(w["variance"][1], np.float64).reshape(-1)
-        # Keras: (x - mean) / max(sqrt(var), 1e-7); kept as data in the graph (non-trainable in Keras)
-        self.add(
+        # Keras: (x - mean) / max(sqrt(var), 1e-7); buffers, as they are non-trainable in Keras
+        mod = self.add(
             lname,
             cls,
             "normalize",
             {
-                "mean": [float(x) for x in mean],
-                "variance": [float(x) for x in var],
+                "channels": int(mean.size),
                 "epsilon": 1e-7,
                 "invert": bool(cfg.get("invert", False)),
                 "rank": rank,
@@ -717,6 +735,8 @@ class _Builder:
             inputs,
             shapes[0],
         )
+        self.extra_state(mod, "mean", mean)
+        self.extra_state(mod, "variance", var)
 
     def op_PReLU(
         self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
@@ -771,7 +791,7 @@ def build_graph(src: KerasSource, trust_code: bool = False) -> KerasGraph:
         for layer in layers:
             b.layer(layer, [prev] if prev else [])
             prev = layer_name(layer)
-        in_names = [b.nodes[0]["source"]]
+        in_names = b.input_names[:1]
         outputs = [prev]
     else:
         for layer in layers:

@@ -319,8 +319,8 @@ class Normalize(nn.Module):
 
     def __init__(self, attrs: dict[str, Any]) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(attrs["mean"], dtype=torch.float32))
-        self.register_buffer("variance", torch.tensor(attrs["variance"], dtype=torch.float32))
+        self.register_buffer("mean", torch.zeros(attrs["channels"]))
+        self.register_buffer("variance", torch.ones(attrs["channels"]))
         self.epsilon = float(attrs.get("epsilon", 1e-7))
         self.invert = bool(attrs.get("invert", False))
 
@@ -349,8 +349,7 @@ class Dropout(nn.Dropout):
         super().__init__(p=float(attrs.get("p", 0.0)))
 
 
-# op name -> factory(attrs) -> nn.Module. Names are prefixed "keras." in the shared op table where
-# the plain name is already taken with other semantics.
+# op name (without the "keras." namespace) -> factory(attrs) -> nn.Module returning a tensor
 KERAS_OPS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "conv2d": KerasConv2d,
     "separable_conv2d": KerasSeparableConv2d,
@@ -375,3 +374,38 @@ KERAS_OPS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "normalize": Normalize,
     "prelu": PReLU,
 }
+
+_LISTED: dict[type, type] = {}
+
+
+def _listed(cls: type) -> type:
+    """A subclass of ``cls`` whose forward returns ``[output]`` (the shared graph convention);
+    same parameters and names, so ``isinstance(m, nn.Conv2d)`` etc. still hold."""
+    if cls not in _LISTED:
+
+        def forward(self: nn.Module, *xs: torch.Tensor) -> list[torch.Tensor]:
+            return [cls.forward(self, *xs)]
+
+        _LISTED[cls] = type(cls.__name__, (cls,), {"forward": forward, "__module__": cls.__module__})
+    return _LISTED[cls]
+
+
+def _node_op(factory: Callable[[dict[str, Any]], nn.Module]) -> Callable[[dict[str, Any]], nn.Module]:
+    def make(node: dict[str, Any]) -> nn.Module:
+        mod = factory(node.get("attrs", {}))
+        mod.__class__ = _listed(type(mod))
+        return mod
+
+    return make
+
+
+def register(table: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Add the ``keras.*`` ops to the shared graph builder's op table (idempotent)."""
+    if table is None:
+        from converters.graph_torch import OPS as table  # noqa: N811
+    for name, factory in KERAS_OPS.items():
+        table.setdefault(f"keras.{name}", _node_op(factory))
+    return table
+
+
+register()
