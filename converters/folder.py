@@ -95,10 +95,17 @@ def load_folder(path: str | Path):  # -> converters.graph_torch.GraphModule
     """Rebuild the converted model (eval mode) from a zoo model folder."""
     from safetensors.torch import load_file
 
-    from .graph_torch import build_module
+    from .graph_torch import OPS, build_module
 
     p = Path(path)
     _card, graph = read_folder(p)
+    if any(n["op"] not in OPS for n in graph.get("nodes", [])):
+        import importlib
+
+        try:  # a converter that adds its own ops registers them on import (converters.<source>.ops)
+            importlib.import_module(f"converters.{graph.get('source', '')}.ops")
+        except ImportError:
+            pass
     state = load_file(str(p / WEIGHTS))
     try:
         return build_module(graph, state)
