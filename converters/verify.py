@@ -1,0 +1,196 @@
+"""verify: the same inputs through the converted model (torch, and ONNX when present) and through
+an independent reader of the source files; max |diff|, relative error, argmax agreement, and the
+first layer whose output diverges when the result is over tolerance.
+
+For Caffe the independent reader is OpenCV dnn (``zoo[verify]``), run with Winograd and layer
+fusion off so it computes each layer as Caffe defines it. Result: a dict, also written to
+``verify.json`` in the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo.errors import ConversionError, VerificationError
+
+from .folder import VERIFY, read_folder
+
+
+def _source_files(card: dict[str, Any], folder: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for f in card.get("provenance", {}).get("source_files", []):
+        p = Path(f["path"])
+        if not p.is_file():
+            raise ConversionError(f"{folder}: source file {p} (needed as the reference) is gone")
+        out[f["role"]] = p
+    return out
+
+
+def opencv_net(prototxt: Path, weights: Path | None, tmpdir: Path) -> Any:
+    """An OpenCV dnn net computing layers as Caffe does (no Winograd, no fusion)."""
+    try:
+        import cv2
+    except ImportError:
+        raise ConversionError("the OpenCV reference needs opencv-python-headless: pip install 'zoo[verify]'"
+                              ) from None
+    wpath = weights
+    if weights is not None:
+        with open(weights, "rb") as f:
+            is_h5 = f.read(8) == b"\x89HDF\r\n\x1a\n"
+        if is_h5:  # OpenCV opens .caffemodel.h5 but loads no weights from it: copy into a binary one
+            from .caffe.reader import read_caffemodel_h5
+            from .caffe.writer import write_caffemodel
+
+            wpath = write_caffemodel(tmpdir / "weights.caffemodel", read_caffemodel_h5(weights))
+    net = cv2.dnn.readNetFromCaffe(str(prototxt), str(wpath) if wpath else None)
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    net.enableWinograd(False)
+    net.enableFusion(False)
+    return net
+
+
+def _make_inputs(graph: dict[str, Any], inputs: str | Sequence[str | Path], seed: int, batch: int | None
+                 ) -> list[np.ndarray]:
+    if isinstance(inputs, str) and inputs == "random":
+        rng = np.random.default_rng(seed)
+        arrs = []
+        for i in graph["inputs"]:
+            shape = list(i["shape"])
+            if batch is not None:
+                shape[0] = batch
+            arrs.append(rng.standard_normal(shape).astype(np.float32))
+        return arrs
+    files = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    if len(files) != len(graph["inputs"]):
+        raise ConversionError(f"{len(graph['inputs'])} input(s) needed, {len(files)} file(s) given")
+    arrs = []
+    for f, i in zip(files, graph["inputs"], strict=True):
+        a = np.load(f).astype(np.float32)
+        if a.ndim == len(i["shape"]) - 1:
+            a = a[None]
+        arrs.append(a)
+    return arrs
+
+
+def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
+    """max |diff|, relative error max|diff| / max(1, max|ref|), argmax agreement over axis 1."""
+    ref = np.asarray(ref, np.float32)
+    got = np.asarray(got, np.float32).reshape(ref.shape)
+    diff = float(np.abs(ref - got).max()) if ref.size else 0.0
+    rel = diff / max(1.0, float(np.abs(ref).max()) if ref.size else 1.0)
+    if ref.ndim >= 2 and ref.shape[1] > 1:
+        agree = float((ref.argmax(axis=1) == got.argmax(axis=1)).mean())
+    else:
+        agree = 1.0
+    return {"max_abs_diff": diff, "rel": rel, "argmax_agreement": agree, "shape": list(ref.shape)}
+
+
+def _atomic_json(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def verify_folder(
+    out_dir: str | Path,
+    reference: str = "opencv",
+    atol: float = 1e-4,
+    inputs: str | Sequence[str | Path] = "random",
+    seed: int = 0,
+    batch: int | None = 2,
+    raise_on_fail: bool = False,
+) -> dict[str, Any]:
+    """Compare a converted folder with the reference; returns (and writes) the verify result.
+
+    ``passed`` is true when every output (torch and ONNX) has rel <= atol and identical argmax.
+    """
+    import torch
+
+    from .folder import load_folder
+
+    folder = Path(out_dir)
+    card, graph = read_folder(folder)
+    if graph.get("source") != "caffe" or reference not in ("opencv", "source"):
+        raise ConversionError(f"{folder}: no {reference!r} reference for {graph.get('source')!r} models here")
+    src = _source_files(card, folder)
+    model = load_folder(folder)
+    xs = _make_inputs(graph, inputs, seed, batch)
+    try:
+        with torch.no_grad():
+            t_out = model(*[torch.from_numpy(x) for x in xs])
+    except RuntimeError:  # a graph with fixed batch (Reshape dims): use the declared shapes
+        if not (isinstance(inputs, str) and inputs == "random"):
+            raise
+        xs = _make_inputs(graph, inputs, seed, None)
+        with torch.no_grad():
+            t_out = model(*[torch.from_numpy(x) for x in xs])
+    t_out = t_out if isinstance(t_out, tuple) else (t_out,)
+    names = list(graph["outputs"])
+    runs: dict[str, list[np.ndarray]] = {"torch": [t.numpy() for t in t_out]}
+    onnx_path = folder / "model.onnx"
+    if onnx_path.is_file():
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        feed = {i.name: x for i, x in zip(sess.get_inputs(), xs, strict=True)}
+        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed), strict=True))
+        runs["onnx"] = [got[n] for n in names]
+    import cv2
+
+    with tempfile.TemporaryDirectory() as td:
+        net = opencv_net(src["definition"], src.get("weights"), Path(td))
+        for i, x in zip(graph["inputs"], xs, strict=True):
+            net.setInput(x, i["name"])
+        refs = [np.array(r) for r in net.forward(names)]
+        outputs: dict[str, Any] = {}
+        worst = {"max_abs_diff": 0.0, "rel": 0.0, "argmax_agreement": 1.0}
+        for backend, outs in runs.items():
+            for n, r, o in zip(names, refs, outs, strict=True):
+                c = compare(r, o)
+                outputs.setdefault(n, {})[backend] = c
+                worst["max_abs_diff"] = max(worst["max_abs_diff"], c["max_abs_diff"])
+                worst["rel"] = max(worst["rel"], c["rel"])
+                worst["argmax_agreement"] = min(worst["argmax_agreement"], c["argmax_agreement"])
+        passed = worst["rel"] <= atol and worst["argmax_agreement"] == 1.0
+        first = None
+        if not passed:
+            first = first_diverging_layer(model, net, graph, xs, atol)
+    result = {
+        "reference": f"opencv {cv2.__version__} (winograd off, fusion off)",
+        "atol": atol, "inputs": [list(x.shape) for x in xs], "backends": list(runs),
+        "outputs": outputs, **worst, "first_diverging_layer": first, "passed": passed,
+    }
+    _atomic_json(result, folder / VERIFY)
+    if raise_on_fail and not passed:
+        where = f", first diverging layer {first!r}" if first else ""
+        raise VerificationError(f"{folder}: rel error {worst['rel']:.3g} > {atol:g} "
+                                f"or argmax differs ({worst['argmax_agreement']:.3f}){where}")
+    return result
+
+
+def first_diverging_layer(model: Any, net: Any, graph: dict[str, Any], xs: list[np.ndarray], atol: float
+                          ) -> str | None:
+    """The first node (in graph order) whose first output differs from OpenCV's beyond ``atol``."""
+    import torch
+
+    trace = model.run_layers(*[torch.from_numpy(x) for x in xs])
+    cv_names = set(net.getLayerNames())
+    names = [n["name"] for n in graph["nodes"] if n["name"] in cv_names and n["op"] != "split"]
+    for i, x in zip(graph["inputs"], xs, strict=True):
+        net.setInput(x, i["name"])
+    refs = net.forward(names)
+    for name, ref in zip(names, refs, strict=True):
+        got = trace[name][0].numpy()
+        if got.size != np.asarray(ref).size or compare(ref, got)["rel"] > atol:
+            return name
+    return None
