@@ -101,13 +101,16 @@ def convert_caffe(
     to: str | Iterable[str] = ("torch",),
     preprocess: Any = None,
     card_extra: dict[str, Any] | None = None,
+    input_shapes: dict[str, list[int]] | None = None,
 ) -> Path:
     """Convert a Caffe net into the zoo model folder ``out_dir``; returns its path.
 
     ``weights`` is a binary .caffemodel or an HDF5 .caffemodel.h5 (None: the net has no learned
     parameters). ``to``: "torch" (always written: graph.json + model.safetensors + layermap.json),
     "onnx" or "all" adds model.onnx. ``preprocess``: a Preprocess or its dict (else the prototxt's
-    transform_param, else "unknown"). Errors are ConversionError naming file and layer.
+    transform_param, else "unknown"). ``input_shapes`` overrides declared input shapes (e.g. a
+    fully convolutional net exported to ONNX at another image size). Errors are ConversionError
+    naming file and layer.
     """
     from zoo import __version__
     from zoo.cards import Checksum, FileRef, ModelCard
@@ -121,6 +124,11 @@ def convert_caffe(
     targets = _targets(to)
     prototxt = Path(prototxt)
     net = read_prototxt(prototxt)
+    if input_shapes:
+        unknown = set(input_shapes) - {n for n, _ in net.inputs}
+        if unknown:
+            raise ConversionError(f"{prototxt}: no input named {sorted(unknown)} (inputs: {net.inputs})")
+        net.inputs = [(n, list(input_shapes.get(n, s))) for n, s in net.inputs]
     wpath = Path(weights) if weights is not None else None
     blobs = read_weights(wpath) if wpath is not None else {}
     graph, state, rows = build_graph(net, blobs, wpath)
