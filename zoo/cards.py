@@ -31,7 +31,8 @@ class Checksum:
         return cls(algo=d.get("algo"), value=d.get("value"), source=d.get("source"))
 
     def to_dict(self) -> dict[str, Any]:
-        return _prune(asdict(self))
+        # "algo" stays even when None: the schema requires it (null = nobody published one).
+        return {"algo": self.algo, **_prune({"value": self.value, "source": self.source})}
 
     @property
     def published(self) -> bool:
