@@ -122,7 +122,7 @@ def identity_key(ref: FileRef) -> str:
     """A stable key for one published file (its first URL or hub address + published checksum):
     names its partial download and its lock."""
     if ref.hf:
-        src = "hf:{repo_id}/{filename}@{revision}".format(revision="main", **ref.hf)
+        src = f"hf:{ref.hf['repo_id']}/{ref.hf['filename']}@{ref.hf.get('revision') or 'main'}"
     else:
         src = ref.urls[0] if ref.urls else ref.name
     ident = f"{src}\n{ref.checksum.algo}:{ref.checksum.value}"
