@@ -57,6 +57,18 @@ def opencv_net(prototxt: Path, weights: Path | None, tmpdir: Path) -> Any:
     return net
 
 
+def opencv_forward(net: Any, graph: dict[str, Any], blobs: list[str]) -> list[np.ndarray]:
+    """OpenCV outputs for blob names: each blob is fetched from the last layer writing it (layer
+    outputs beyond the first, e.g. Slice tops, come through ``forwardAndRetrieve``)."""
+    where: dict[str, tuple[str, int]] = {}
+    for node in graph["nodes"]:
+        for i, o in enumerate(node["outputs"]):
+            where[o] = (node["name"], i)
+    layers = list(dict.fromkeys(where[b][0] for b in blobs))
+    got = dict(zip(layers, net.forwardAndRetrieve(layers), strict=True))
+    return [np.array(got[where[b][0]][where[b][1]]) for b in blobs]
+
+
 def _make_inputs(graph: dict[str, Any], inputs: str | Sequence[str | Path], seed: int, batch: int | None
                  ) -> list[np.ndarray]:
     if isinstance(inputs, str) and inputs == "random":
@@ -151,7 +163,7 @@ def verify_folder(
         net = opencv_net(src["definition"], src.get("weights"), Path(td))
         for i, x in zip(graph["inputs"], xs, strict=True):
             net.setInput(x, i["name"])
-        refs = [np.array(r) for r in net.forward(names)]
+        refs = opencv_forward(net, graph, names)
         outputs: dict[str, Any] = {}
         worst = {"max_abs_diff": 0.0, "rel": 0.0, "argmax_agreement": 1.0}
         for backend, outs in runs.items():

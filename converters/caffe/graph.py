@@ -155,6 +155,8 @@ def _layer_spec(layer: Any, ins: list[list[int]]) -> NodeSpec:  # noqa: C901 - o
         p = layer.eltwise_param
         opn = {0: "prod", 1: "sum", 2: "max"}[p.operation]
         coeffs = [float(c) for c in p.coeff] or None
+        if any(list(s) != list(x) for s in ins):
+            raise ValueError(f"Eltwise inputs differ in shape: {ins}")
         if coeffs is not None and len(coeffs) != len(ins):
             raise ValueError(f"Eltwise has {len(coeffs)} coeff for {len(ins)} bottoms")
         return NodeSpec("eltwise", {"operation": opn, "coeffs": coeffs}, {}, [x], [])
