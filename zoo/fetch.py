@@ -538,7 +538,7 @@ def _download_verified(card: ModelCard, ref: FileRef, opts: Options) -> Path:
                 except (ChecksumError, _SizeMismatch) as e:
                     # Bad bytes never enter the cache: drop them, try once more from zero.
                     part.unlink(missing_ok=True)
-                    log.warning("%s", e)
+                    log.info("%s; retrying from zero", e)
                     if attempt == 2:
                         errors.append(e)
                     continue
@@ -602,7 +602,7 @@ def _open_member(archive: Path, member: str) -> tuple[IO[bytes], Callable[[], No
         zf = zipfile.ZipFile(archive)
         for info in zf.infolist():
             name = info.filename.replace("\\", "/")
-            if name == want or name.lstrip("./") == want.lstrip("./"):
+            if name == want or name.removeprefix("./") == want.removeprefix("./"):
                 _safe_member(info.filename)
                 if info.is_dir():
                     break
@@ -611,7 +611,7 @@ def _open_member(archive: Path, member: str) -> tuple[IO[bytes], Callable[[], No
     elif tarfile.is_tarfile(archive):
         tf = tarfile.open(archive)
         for ti in tf:
-            if ti.name == want or ti.name.lstrip("./") == want.lstrip("./"):
+            if ti.name == want or ti.name.removeprefix("./") == want.removeprefix("./"):
                 _safe_member(ti.name)
                 if not ti.isfile():
                     tf.close()
@@ -772,6 +772,16 @@ def fetch_file(card: ModelCard, ref: FileRef, *, mirrors: Sequence[str] | None =
     opts = _opts or Options.resolve(mirrors=mirrors, offline=offline,
                                     require_checksum=require_checksum, progress=progress,
                                     home=home, retries=retries, backoff=backoff, timeout=timeout)
+    try:
+        return _fetch_file(card, ref, opts)
+    except OSError as e:  # the cache itself could not be written: one line, the right type
+        if _disk_full(e):
+            raise DiskFullError(f"disk full while caching {_label(card, ref)}: {e.strerror}") from e
+        raise FetchError(f"{_label(card, ref)}: cannot use the cache at {opts.home}: "
+                         f"{e.strerror or e}" + (f" ({e.filename})" if e.filename else "")) from e
+
+
+def _fetch_file(card: ModelCard, ref: FileRef, opts: Options) -> Path:
     if ref.hf:
         return _fetch_hf(card, ref, opts)
     if ref.member:
