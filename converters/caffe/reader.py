@@ -255,13 +255,15 @@ def read_caffemodel(path: str | Path) -> dict[str, list[np.ndarray]]:
                 if w2 != 2:
                     continue
                 if n2 == (4 if v1 else 1):
-                    name = layer = bytes(v2).decode("utf-8", "replace")
+                    name = bytes(v2).decode("utf-8", "replace")
                 elif n2 == (6 if v1 else 7):
                     blobs.append(_blob(v2))
             if name is not None and blobs:
                 out[name] = blobs
+            layer = name or layer
     except (IndexError, ValueError) as e:
-        raise ConversionError(f"{path}: corrupt or truncated caffemodel near layer {layer!r} ({e})") from None
+        where = f"after layer {layer!r}" if layer != "?" else "in its first layer"
+        raise ConversionError(f"{path}: corrupt or truncated caffemodel {where} ({e})") from None
     if not seen and raw:
         raise ConversionError(f"{path}: no layers found (not a caffemodel?)")
     return out
