@@ -27,6 +27,7 @@ def hub(zoo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Test
         monkeypatch.setenv("HF_ENDPOINT", s.url)
         monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
         monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
         yield s
 

@@ -390,11 +390,28 @@ def _http_once(session: Any, url: str, part: Path, h: Hashes, ref: FileRef, opts
                           limit=expected if expected is not None else total)
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
             urllib3.exceptions.HTTPError) as e:
-        raise _Retry(f"{type(e).__name__}: {e}") from e
+        raise _Retry(_describe(e)) from e
     size = part.stat().st_size if part.exists() else 0
     want = expected if expected is not None else total
     if want is not None and size < want:
         raise _Retry(f"truncated body: {size} of {want} bytes")
+
+
+def _describe(e: Exception) -> str:
+    """A short reason for a network failure ("cannot connect: Connection refused", ...)."""
+    import requests
+
+    text = str(e)
+    if isinstance(e, requests.exceptions.ChunkedEncodingError) or "IncompleteRead" in text:
+        return "connection broke before the body was complete"
+    if isinstance(e, requests.Timeout) or "timed out" in text:
+        return "timed out"
+    m = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if m:
+        return f"cannot connect: {m.group(1).strip()}"
+    if "NameResolution" in text or "getaddrinfo" in text:
+        return "cannot resolve the host name"
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _http_download(url: str, part: Path, h: Hashes, ref: FileRef, opts: Options,
