@@ -80,6 +80,51 @@ def app_predict(name: str, kwargs: str, weights: str, in_npy: str, out_npy: str)
     np.save(out_npy, np.asarray(keras_to_numpy(y), dtype=np.float32))
 
 
+def app_make(name: str, kwargs: str, out_dir: str, seed: str) -> None:
+    """Test fixture: keras.applications.NAME(weights=None) with every variable re-randomized
+    (BN moving variance small and positive so epsilon matters, biases non-zero), saved in the
+    legacy HDF5 weights layout, plus random inputs and Keras's own outputs on them."""
+    from pathlib import Path
+
+    import h5py
+    import numpy as np
+    from keras.src.legacy.saving import legacy_h5_format
+
+    model = _app(name, kwargs)
+    rng = np.random.default_rng(int(seed))
+    for layer in model.layers:
+        names = {v.path.split("/")[-1] for v in layer.weights}
+        # without gamma (scale=False, e.g. InceptionV3) a tiny variance would blow activations up
+        var_range = (5e-4, 2e-3) if "gamma" in names or "moving_variance" not in names else (0.5, 1.5)
+        for v in layer.weights:
+            shape = tuple(v.shape)
+            vname = v.path.split("/")[-1]
+            if vname == "moving_variance" or vname == "variance":
+                a = rng.uniform(*var_range, shape)
+            elif vname == "moving_mean" or vname == "mean":
+                a = rng.normal(0.0, 0.05, shape)
+            elif vname == "gamma":
+                a = rng.uniform(0.02, 0.05, shape)
+            elif vname in ("beta", "bias"):
+                a = rng.normal(0.0, 0.1, shape)
+            elif vname == "count":
+                continue
+            else:  # kernels: variance-preserving scale
+                fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+                if "depthwise" in vname:
+                    fan_in = int(np.prod(shape[:2]))
+                a = rng.normal(0.0, np.sqrt(1.0 / max(fan_in, 1)), shape)
+            v.assign(a.astype("float32"))
+    out = Path(out_dir)
+    with h5py.File(out / "weights.h5", "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    (out / "config.json").write_text(model.to_json())
+    shape = tuple(int(s) for s in model.inputs[0].shape[1:])
+    x = rng.uniform(-1.0, 1.0, (2, *shape)).astype("float32")
+    np.save(out / "x.npy", x)
+    np.save(out / "y.npy", np.asarray(keras_to_numpy(model(x, training=False)), dtype=np.float32))
+
+
 def keras_to_numpy(y):  # noqa: ANN001, ANN201
     import keras
 
@@ -88,7 +133,13 @@ def keras_to_numpy(y):  # noqa: ANN001, ANN201
 
 def main(argv: list[str]) -> int:
     cmd, args = argv[0], argv[1:]
-    fns = {"predict": predict, "onnx": to_onnx, "app-config": app_config, "app-predict": app_predict}
+    fns = {
+        "predict": predict,
+        "onnx": to_onnx,
+        "app-config": app_config,
+        "app-predict": app_predict,
+        "app-make": app_make,
+    }
     fns[cmd](*args)
     return 0
 

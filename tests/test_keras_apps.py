@@ -1,0 +1,71 @@
+"""Keras Applications (weights=None, every tensor re-randomized, legacy HDF5 weights layout)
+-> zoo model folder, against Keras 3 itself on the torch backend (no TensorFlow), in a subprocess.
+
+The weights-only file is paired with its architecture the way a registry entry does it:
+``arch="keras.applications:NAME?..."`` (the config comes from Keras in a subprocess).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from converters.keras import convert_keras
+from converters.keras.convert import load_keras_folder
+from converters.keras.subproc import run_worker
+
+APPS = [
+    "VGG16",
+    "ResNet50",
+    "MobileNet",
+    "MobileNetV2",
+    "DenseNet121",
+    "InceptionV3",
+    "EfficientNetB0",
+    "Xception",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", APPS)
+def test_keras_application_matches_keras(name: str, tmp_path: Path) -> None:
+    kwargs = {"classifier_activation": None}  # compare logits, not saturated probabilities
+    run_worker(["app-make", name, json.dumps(kwargs), str(tmp_path), "0"], env={"KERAS_BACKEND": "torch"})
+    weights = tmp_path / "weights.h5"
+    with h5py.File(weights, "r") as f:  # the published weights-only layout, nothing else
+        assert "layer_names" in f.attrs and "model_config" not in f.attrs
+    out = convert_keras(
+        weights, tmp_path / "out", arch=f"keras.applications:{name}?classifier_activation=null"
+    )
+    model = load_keras_folder(out)
+    x, ref = np.load(tmp_path / "x.npy"), np.load(tmp_path / "y.npy")
+    assert np.isfinite(ref).all() and ref.std() > 1e-3
+    with torch.no_grad():
+        y = model(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    diff = float(np.abs(y - ref).max())
+    print(f"{name}: max|diff| = {diff:.3g} (max|ref| = {np.abs(ref).max():.3g})")
+    assert diff <= 1e-4
+    assert (y.argmax(1) == ref.argmax(1)).all()
+    # BatchNorm stays BatchNorm with Keras's epsilon; all weights trainable
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    for layer in cfg["config"]["layers"]:
+        if layer["class_name"] == "BatchNormalization":
+            bn = getattr(model, layer["config"]["name"])
+            assert isinstance(bn, nn.BatchNorm2d)
+            assert bn.eps == pytest.approx(layer["config"]["epsilon"])
+    # every Keras trainable weight is a trainable parameter, nothing more
+    with h5py.File(weights, "r") as f:
+        stats = ("moving_mean", "moving_variance", "/mean", "/variance", "/count")
+        n_keras = sum(
+            int(np.prod(f[ln][wn].shape))
+            for ln in f.attrs["layer_names"]
+            for wn in f[ln].attrs["weight_names"]
+            if not (wn.decode() if isinstance(wn, bytes) else str(wn)).endswith(stats)
+        )
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == n_keras
