@@ -1,0 +1,189 @@
+"""torchvision (or any ``nn.Module``) -> ONNX: one file, dynamic batch, verified with onnxruntime.
+
+Uses the dynamo exporter (``torch.onnx.export(..., dynamo=True, external_data=False)``); the
+model is checked with ``onnx.checker`` and compared with PyTorch on the same inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import ConversionError, VerificationError
+
+DEFAULT_OPSET = 18
+
+# input sizes that differ from 224 x 224
+INPUT_SIZES = {"inception_v3": 299}
+
+
+def load_state_dict(path: str | Path) -> dict[str, Any]:
+    """A ``.pth`` / ``.pt`` / ``.safetensors`` state dict, never running pickled code."""
+    import torch
+
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p))
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (torch raises several types for bad / unsafe pickles)
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConversionError(
+            f"{p.name}: not a loadable state dict with weights_only=True ({msg[:200]})"
+        ) from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ConversionError(f"{p.name}: holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def build_torchvision(name: str, weights: str | Path | None = None, **kwargs: Any) -> Any:
+    """``torchvision.models.<name>(weights=None)`` with a local state dict loaded (strict)."""
+    import torchvision
+
+    try:
+        model = torchvision.models.get_model(name, weights=None, **kwargs)
+    except ValueError:
+        raise ConversionError(f"unknown torchvision architecture {name!r}") from None
+    if weights is not None:
+        state = load_state_dict(weights)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            raise ConversionError(
+                f"{Path(weights).name} does not fit torchvision {name}: {first[1:2]}"
+            ) from None
+    return model.eval()
+
+
+def export_onnx(
+    model: Any,
+    out: str | Path,
+    input_shape: tuple[int, ...],
+    opset: int = DEFAULT_OPSET,
+    input_name: str = "input",
+    output_name: str = "output",
+) -> Path:
+    """Export ``model`` (eval mode) to one ONNX file with a dynamic batch axis; written to a temp
+    name beside ``out`` and renamed into place. ``input_shape`` excludes the batch axis."""
+    import onnx
+    import torch
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    x = torch.randn(2, *input_shape)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with torch.no_grad():
+            prog = torch.onnx.export(
+                model,
+                (x,),
+                dynamo=True,
+                external_data=False,
+                opset_version=opset,
+                input_names=[input_name],
+                output_names=[output_name],
+                dynamic_shapes=({0: batch},),
+                verbose=False,
+            )
+        prog.save(str(tmp), external_data=False)
+        proto = onnx.load(str(tmp))
+        onnx.checker.check_model(proto, full_check=True)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def onnx_run(path: str | Path, x: Any) -> Any:
+    """Outputs of an ONNX file on onnxruntime's CPU provider (first output)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = min(4, os.cpu_count() or 1)
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: np.asarray(x, dtype=np.float32)})[0]
+
+
+def verify_onnx(model: Any, path: str | Path, x: Any, tol: float = 1e-4) -> dict[str, Any]:
+    """Same inputs through PyTorch and onnxruntime: max |diff|, argmax agreement; raise when
+    max |diff| exceeds ``tol * max(1, max |reference|)`` or argmax differs."""
+    import numpy as np
+    import torch
+
+    with torch.no_grad():
+        ref = model.eval()(torch.as_tensor(x)).numpy()
+    got = onnx_run(path, np.asarray(x))
+    diff = float(np.abs(ref - got).max())
+    same = bool((ref.argmax(-1) == got.argmax(-1)).all())
+    res = {
+        "reference": "torch",
+        "max_abs_diff": diff,
+        "max_abs_ref": float(np.abs(ref).max()),
+        "argmax_agree": same,
+        "batch": int(ref.shape[0]),
+        "tolerance": tol,
+    }
+    res["relative_diff"] = diff / max(1.0, res["max_abs_ref"])
+    if res["relative_diff"] > tol or not same:
+        raise VerificationError(
+            f"{Path(path).name}: ONNX differs from PyTorch (max |diff| {diff:.3g}, argmax {same})"
+        )
+    return res
+
+
+def randomize_batchnorm(model: Any, seed: int = 0) -> Any:
+    """Give every BatchNorm random statistics and affine terms (default ones hide layout bugs)."""
+    import torch
+    from torch import nn
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                if m.affine:
+                    m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                    m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+    return model
+
+
+def torchvision_to_onnx(
+    name: str,
+    out: str | Path,
+    weights: str | Path | None = None,
+    opset: int = DEFAULT_OPSET,
+    verify: bool = True,
+    batch: int = 2,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """torchvision ``name`` (weights from a local state dict, else as initialized) -> ONNX at
+    ``out``, verified with onnxruntime on ``batch`` random images. Returns the verify record."""
+    import torch
+
+    model = build_torchvision(name, weights)
+    size = INPUT_SIZES.get(name, 224)
+    path = export_onnx(model, out, (3, size, size), opset=opset)
+    res: dict[str, Any] = {"onnx": str(path), "opset": opset, "input_shape": ["batch", 3, size, size]}
+    if verify:
+        x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+        try:
+            res.update(verify_onnx(model, path, x.numpy()))
+        except VerificationError:
+            Path(path).unlink(missing_ok=True)
+            raise
+    return res
