@@ -232,3 +232,24 @@ def test_layermap_round_trip_and_match_report(testdata: Path, converted) -> None
     assert rep.shape_mismatched == [("conv1.weight", [20, 1, 5, 5], [20, 1, 3, 3])]
     assert rep.unexpected == ["extra.weight"] and not rep.ok
     assert LayerMap.from_json(lm.to_json()).to_dict() == lm.to_dict()
+
+
+def test_onnx_file_is_single_checker_clean_and_traceable(converted) -> None:
+    import onnx
+
+    folder = converted("mtcnn/det4.prototxt", "mtcnn/det4.caffemodel")
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["card.json", "graph.json", "layermap.json", "model.onnx", "model.safetensors"]
+    m = onnx.load(str(folder / "model.onnx"))
+    onnx.checker.check_model(m, full_check=True)
+    assert max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert all(init.data_location != onnx.TensorProto.EXTERNAL for init in m.graph.initializer)
+    meta = {p.key: p.value for p in m.metadata_props}
+    names = json.loads(meta["zoo.layer_names"])
+    graph = json.loads((folder / "graph.json").read_text())
+    assert names == {n["module"]: n["name"] for n in graph["nodes"]}
+    assert [o.name for o in m.graph.output] == graph["outputs"]
+    # the exporter's scope metadata names our modules, which names map back to Caffe layers
+    key = "pkg.torch.onnx.name_scopes"
+    scoped = {p.value for n in m.graph.node for p in n.metadata_props if p.key == key}
+    assert any("conv1_1" in s for s in scoped)
