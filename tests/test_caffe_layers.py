@@ -294,3 +294,30 @@ def test_module_names_sanitized_original_kept(testdata: Path, tmp_path: Path) ->
     model = load_folder(folder)
     assert dict(model.named_children()).keys() == names.keys()
     assert "inception_3a_1x1.weight" in model.state_dict()
+
+
+EXTRA = """
+name: "extra" input: "data" input_shape { dim: 2 dim: 4 dim: 3 dim: 5 }
+input: "s" input_shape { dim: 2 dim: 4 }
+layer { name: "res_ax" type: "Reshape" bottom: "data" top: "res_ax" reshape_param { shape { dim: 3 dim: -1 } axis: 2 num_axes: 1 } }
+layer { name: "sc2" type: "Scale" bottom: "data" bottom: "s" top: "sc2" scale_param { axis: 0 } }
+layer { name: "sc_hw" type: "Scale" bottom: "data" top: "sc_hw" scale_param { axis: 2 num_axes: 2 bias_term: true } }
+layer { name: "flat_end" type: "Flatten" bottom: "data" top: "flat_end" flatten_param { axis: 1 end_axis: 2 } }
+"""
+
+
+def test_reshape_axis_scale_variants_flatten_end_axis(tmp_path: Path) -> None:
+    _run(EXTRA, tmp_path, {"data": (2, 4, 3, 5), "s": (2, 4)})
+
+
+def test_inner_product_transpose_follows_caffe(tmp_path: Path) -> None:
+    """transpose: true stores the weight as K x N and computes x . W (Caffe's inner_product_layer);
+    OpenCV 4.14 ignores the flag, so the reference is Caffe's formula in numpy."""
+    p = _write(tmp_path, """name: "t" input: "data" input_shape { dim: 2 dim: 4 dim: 3 dim: 5 }
+layer { name: "ip_t" type: "InnerProduct" bottom: "data" top: "ip_t" inner_product_param { num_output: 6 transpose: true } }""")
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((60, 6)).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    folder = convert_caffe(p, write_caffemodel(tmp_path / "w.caffemodel", {"ip_t": [w, b]}), tmp_path / "o")
+    x = rng.standard_normal((2, 4, 3, 5)).astype(np.float32)
+    got = load_folder(folder)(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(got, x.reshape(2, -1) @ w + b, rtol=1e-5, atol=1e-5)

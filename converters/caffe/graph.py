@@ -201,6 +201,8 @@ def _layer_spec(layer: Any, ins: list[list[int]]) -> NodeSpec:  # noqa: C901 - o
         p = layer.reshape_param
         dims = [int(d) for d in p.shape.dim]
         out = reshape_shape(x, dims, int(p.axis), int(p.num_axes))
+        if int(np.prod(out)) != int(np.prod(x)) or min(out, default=1) < 1:
+            raise ValueError(f"cannot reshape {x} to {dims} (axis {p.axis}, num_axes {p.num_axes})")
         attrs = {"shape": dims, "axis": int(p.axis), "num_axes": int(p.num_axes)}
         return NodeSpec("reshape", attrs, {}, [out], [])
     if t == "Permute":
