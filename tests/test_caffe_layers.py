@@ -321,3 +321,26 @@ layer { name: "ip_t" type: "InnerProduct" bottom: "data" top: "ip_t" inner_produ
     x = rng.standard_normal((2, 4, 3, 5)).astype(np.float32)
     got = load_folder(folder)(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(got, x.reshape(2, -1) @ w + b, rtol=1e-5, atol=1e-5)
+
+
+def test_card_preprocess_from_option_transform_param_or_unknown(tmp_path: Path) -> None:
+    body = """layer { name: "relu" type: "ReLU" bottom: "data" top: "r" }\n"""
+    head = 'name: "p" input: "data" input_shape { dim: 1 dim: 3 dim: 4 dim: 4 }\n'
+    p = _write(tmp_path, head + body)
+    card = json.loads((convert_caffe(p, None, tmp_path / "a") / "card.json").read_text())
+    assert card["preprocess"]["unknown"] is True
+    assert card["origin"] == "caffe" and card["provenance"]["converter"] == "zoo.converters.caffe"
+    assert card["files"][0]["checksum"]["algo"] == "sha256"
+    mtcnn = {"layout": "NCHW", "channel_order": "RGB", "scale": 1.0, "mean": [127.5] * 3, "std": [128.0] * 3,
+             "transpose_hw": True}
+    card = json.loads((convert_caffe(p, None, tmp_path / "b", preprocess=mtcnn) / "card.json").read_text())
+    assert card["preprocess"]["transpose_hw"] is True and card["preprocess"]["std"] == [128.0] * 3
+    tp = ('layer { name: "d" type: "Data" top: "x" transform_param { scale: 0.00390625 mean_value: 104 '
+          'mean_value: 117 mean_value: 123 } include { phase: TEST } }\n')
+    p2 = _write(tmp_path, head + tp + body, "tp.prototxt")
+    card = json.loads((convert_caffe(p2, None, tmp_path / "c") / "card.json").read_text())
+    pre = card["preprocess"]
+    assert pre["mean"] == [104.0, 117.0, 123.0] and pre["std"] == [256.0] and pre["channel_order"] == "BGR"
+    assert "unknown" not in pre
+    graph = json.loads((tmp_path / "c" / "graph.json").read_text())
+    assert [n["type"] for n in graph["nodes"]] == ["ReLU"]  # the data layer is not part of the graph
