@@ -162,6 +162,34 @@ def randomize_batchnorm(model: Any, seed: int = 0) -> Any:
     return model
 
 
+def randomize(model: Any, seed: int = 0) -> Any:
+    """Re-randomize a whole model for verification: conv / linear weights with a fan-in scale
+    (activations stay O(1), so differences mean something), non-zero biases, random norm layers
+    and BatchNorm statistics, and no all-zero tensor left (e.g. ViT's zero-initialized head)."""
+    import math
+
+    import torch
+    from torch import nn
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                w = m.weight
+                fan_in = w[0].numel()
+                w.copy_(torch.randn(w.shape, generator=g) / math.sqrt(fan_in))
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+            elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+        for p in model.parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    return randomize_batchnorm(model, seed + 1)
+
+
 def torchvision_to_onnx(
     name: str,
     out: str | Path,
