@@ -1,0 +1,816 @@
+#!/usr/bin/env python
+"""Generate ``registry.json`` from the installed libraries' own metadata (plus curated cards).
+
+Sections, each read from a source that can be named:
+
+* torchvision: every classification weight enum member the installed torchvision publishes
+  (URL, the sha256 prefix torch.hub checks in the file name, num_params, acc@1/acc@5, GFLOPS,
+  the transforms' resize/crop/mean/std, the category list).
+* Keras Applications: every application constructor and weight file the installed keras knows,
+  recorded by intercepting ``keras.src.utils.file_utils.get_file`` (URL, file name and the hash keras
+  checks); preprocessing read from each module's own ``preprocess_input`` and checked numerically;
+  accuracy from the Keras docs table (``registry_sources/keras_docs_table.json``).
+* timm on the Hugging Face hub: the installed timm's pretrained configs for the VGG, ResNet,
+  Inception, MobileNet, DenseNet and EfficientNet families that are ImageNet-1k classifiers hosted
+  under ``timm/``; top-1/top-5 from timm's results CSV (``registry_sources/timm_results_imagenet.csv``).
+* curated: every ``registry_sources/curated/*.json`` (a JSON list of card dicts), copied verbatim.
+
+The output is deterministic (sorted ids, no timestamps): running the script twice gives the same
+bytes. Run with ``.venv/bin/python tools/gen_registry.py`` (``--out PATH`` to write elsewhere,
+``--check`` to compare with the existing file). TensorFlow is never imported (Keras runs on torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import inspect
+import json
+import math
+import os
+import pkgutil
+import re
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ["KERAS_BACKEND"] = "torch"  # before keras is imported anywhere in this process
+warnings.filterwarnings("ignore")  # library deprecation chatter; the output is the JSON file
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from zoo.cards import Checksum, FileRef, Metric, ModelCard, Preprocess  # noqa: E402
+
+SOURCES = ROOT / "tools" / "registry_sources"
+CURATED_DIR = SOURCES / "curated"
+KERAS_TABLE = SOURCES / "keras_docs_table.json"
+TIMM_RESULTS = SOURCES / "timm_results_imagenet.csv"
+LABELS_DIR = ROOT / "zoo" / "data" / "labels"
+SCHEMA = ROOT / "zoo" / "data" / "registry.schema.json"
+DEFAULT_OUT = ROOT / "registry.json"
+
+IMAGENET = "imagenet-1k"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+# Family names, longest first so "inception_resnet" wins over "inception".
+FAMILIES = (
+    "inception_resnet",
+    "inceptionresnet",
+    "inception_next",
+    "inception",
+    "efficientnetv2",
+    "efficientnet_v2",
+    "efficientnet",
+    "mobilenet",
+    "densenet",
+    "wide_resnet",
+    "resnext",
+    "resnetv2",
+    "resnet",
+    "vgg",
+    "convnext",
+    "regnet",
+    "shufflenet",
+    "squeezenet",
+    "mnasnet",
+    "alexnet",
+    "googlenet",
+    "vit",
+    "swin",
+    "maxvit",
+    "nasnet",
+    "xception",
+)
+
+
+def family_of(name: str) -> str:
+    """The model family of an architecture name (``tf_`` prefixes ignored)."""
+    n = name.lower()
+    n = n[3:] if n.startswith("tf_") else n
+    for fam in FAMILIES:
+        if n.startswith(fam):
+            return fam.replace("_", "") if fam in ("efficientnet_v2", "inception_resnet") else fam
+    m = re.match(r"[a-z]+", n)
+    return m.group(0) if m else n
+
+
+def _skip_module(mod: Any) -> bool:
+    """Modules that carry no features of their own (dropout, flatten, identity)."""
+    import torch.nn as nn
+
+    return isinstance(mod, (nn.Dropout, nn.Flatten, nn.Identity))
+
+
+def cut_before(model: Any, classifier: str) -> str | None:
+    """Name of the module that feeds ``classifier`` (a dotted path), skipping dropout/flatten.
+
+    Looks at the siblings registered before the classifier in its parent; when there are none,
+    moves one level up and repeats.
+    """
+    path = classifier.split(".")
+    while path:
+        parent_path, last = path[:-1], path[-1]
+        parent = model.get_submodule(".".join(parent_path)) if parent_path else model
+        names = [n for n, _ in parent.named_children()]
+        if last in names:
+            for n in reversed(names[: names.index(last)]):
+                if not _skip_module(getattr(parent, n)):
+                    return ".".join([*parent_path, n])
+        path = parent_path
+    return None
+
+
+def _structure_only(build: Callable[[], Any]) -> Any:
+    """Build a torch module for its structure and parameter count only: on the meta device
+    (no memory, no init), or on the CPU with weight init skipped where meta tensors fail."""
+    import torch
+    import torch.nn.init as init
+
+    try:
+        with torch.device("meta"):
+            return build()
+    except (NotImplementedError, RuntimeError):
+        pass
+    saved = {}
+    for fname in dir(init):
+        f = getattr(init, fname)
+        if fname.endswith("_") and not fname.startswith("_") and callable(f):
+            saved[fname] = f
+            setattr(init, fname, lambda t, *a, **k: t)
+    try:
+        with torch.no_grad():
+            return build()
+    finally:
+        for fname, f in saved.items():
+            setattr(init, fname, f)
+
+
+def _write_labels(set_name: str, names: list[str], labels_dir: Path) -> None:
+    """Write a label list once; refuse to overwrite a different list under the same name."""
+    path = labels_dir / f"{set_name}.json"
+    text = json.dumps(names, indent=1, ensure_ascii=False) + "\n"
+    if path.exists():
+        existing = json.loads(path.read_text(encoding="utf-8"))
+        if existing != names:
+            raise SystemExit(f"{path} exists with a different label list; not overwriting")
+        return
+    labels_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------
+# torchvision
+# --------------------------------------------------------------------------------------------
+
+TV_CLASSIFIER_ATTRS = ("fc", "classifier", "heads", "head")
+
+
+def torchvision_cards(labels_dir: Path) -> Iterator[ModelCard]:
+    """One card per classification weight enum member of the installed torchvision."""
+    import torch
+    import torch.hub
+    import torchvision
+    import torchvision.models as tvm
+
+    version = torchvision.__version__.split("+")[0]
+    categories: list[str] | None = None
+    for name in tvm.list_models(module=tvm):
+        model = _structure_only(lambda n=name: tvm.get_model(n, weights=None))
+        cut = None
+        for attr in TV_CLASSIFIER_ATTRS:
+            if attr in dict(model.named_children()):
+                cut = cut_before(model, attr)
+                break
+        enum = tvm.get_model_weights(name)
+        for w in enum:  # iteration skips aliases such as DEFAULT
+            meta = w.meta
+            metrics_src = meta.get("_metrics", {})
+            ((ds_key, accs),) = metrics_src.items()
+            dataset = ds_key.lower()
+            cats = list(meta["categories"] or [])
+            if cats and dataset == IMAGENET:
+                if categories is None:
+                    categories = cats
+                    _write_labels(IMAGENET, cats, labels_dir)
+                elif cats != categories:
+                    raise SystemExit(f"{name}.{w.name}: categories differ from the other ImageNet weights")
+            fname = w.url.rsplit("/", 1)[-1]
+            m = torch.hub.HASH_REGEX.search(fname)
+            if m and m.group(1):
+                checksum = Checksum(
+                    "sha256-prefix", m.group(1), "torchvision file name (torch.hub HASH_REGEX)"
+                )
+                pin = None
+            else:
+                checksum = Checksum(None, source="torchvision publishes no hash for this file")
+                pin = "first-use"
+            t = w.transforms()
+            pre = Preprocess(
+                layout="NCHW",
+                channel_order="RGB",
+                scale=1.0 / 255.0,
+                mean=tuple(float(x) for x in t.mean),
+                std=tuple(float(x) for x in t.std),
+                input_size=(3, int(t.crop_size[0]), int(t.crop_size[0])),
+                resize=int(t.resize_size[0]),
+                crop=int(t.crop_size[0]),
+                interpolation=t.interpolation.value,
+                note="torchvision ImageClassification transforms: resize shorter side, center crop",
+            )
+            src = f"torchvision {version} {type(w).__name__}.{w.name}.meta['_metrics']"
+            metrics = tuple(
+                Metric(key, float(accs[k]), dataset, src)
+                for k, key in (("acc@1", "top1"), ("acc@5", "top5"))
+                if k in accs and not math.isnan(accs[k])
+            )
+            # Weights without categories (VGG16 IMAGENET1K_FEATURES) are feature extractors only.
+            classifier_ok = bool(cats)
+            fam = family_of(name)
+            lic_url = meta.get("license")
+            docs = " ".join(str(meta.get("_docs", "")).split())
+            docs = re.sub(r"`([^`<]*?)\s*<([^>]+)>`_", r"\1 (\2)", docs).replace("`", "")
+            notes = (
+                (docs + " " if docs else "")
+                + f"File size {meta['_file_size']} MB per torchvision's metadata. Code licence BSD-3-Clause"
+                " (torchvision); the weights may also carry the training data set's terms."
+            )
+            if lic_url:
+                notes += f" These weights name their own licence: {lic_url}."
+            tags = [fam, "imagenet", "torchvision", "classification", w.name.lower()]
+            if "_bn" in name:
+                tags.append("batchnorm")
+            yield ModelCard(
+                id=f"torchvision/{name}.{w.name.lower()}",
+                name=f"{name} ({w.name})",
+                source="torchvision",
+                framework="pytorch",
+                format="pth",
+                task="image-classification" if classifier_ok else "feature-extraction",
+                dataset=dataset,
+                family=fam,
+                origin="native",
+                provenance={
+                    "publisher": "PyTorch (torchvision)",
+                    "page": meta.get("recipe", "https://pytorch.org/vision/stable/models.html"),
+                    "generated_from": f"torchvision {version} models API",
+                },
+                labels={"set": dataset, "count": len(cats)} if classifier_ok else None,
+                files=(FileRef(name=fname, urls=(w.url,), checksum=checksum, role="weights", pin=pin),),
+                architecture={
+                    "builder": f"torchvision.models.{name}",
+                    "weights": f"{type(w).__name__}.{w.name}",
+                    "min_size": list(meta.get("min_size", ())),
+                },
+                preprocess=pre,
+                metrics=metrics,
+                params=int(meta["num_params"]),
+                gflops=float(meta["_ops"]) if "_ops" in meta else None,
+                license=f"see {lic_url}" if lic_url else "BSD-3-Clause",
+                tags=tuple(tags),
+                default_cut=cut if classifier_ok else "features",
+                notes=notes,
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Keras Applications
+# --------------------------------------------------------------------------------------------
+
+
+class _GetFileCalled(Exception):
+    """Raised by the get_file stand-in once the URL and hash are recorded."""
+
+    def __init__(self, record: dict[str, Any], model: Any) -> None:
+        super().__init__(record.get("origin"))
+        self.record = record
+        self.model = model
+
+
+def _fake_get_file(
+    fname: str | None = None,
+    origin: str | None = None,
+    untar: bool = False,
+    md5_hash: str | None = None,
+    file_hash: str | None = None,
+    cache_subdir: str = "datasets",
+    hash_algorithm: str = "auto",
+    **_: Any,
+) -> str:
+    """Record what keras would download and check, then stop the constructor."""
+    from keras.src.utils import file_utils
+
+    if md5_hash is not None and file_hash is None:  # keras's own deprecated alias
+        file_hash, hash_algorithm = md5_hash, "md5"
+    algo = file_utils.resolve_hasher(hash_algorithm, file_hash).name if file_hash else None
+    record = {"fname": fname, "origin": origin, "file_hash": file_hash, "algo": algo}
+    caller = inspect.currentframe().f_back  # the application function: its `model` is built
+    model = caller.f_locals.get("model") if caller is not None else None
+    raise _GetFileCalled(record, model)
+
+
+def _patch_keras_get_file() -> dict[str, Any]:
+    """Point every keras.applications module's ``file_utils.get_file`` at the recorder."""
+    import keras.src.applications as apps
+    from keras.src.utils import file_utils
+
+    mods: dict[str, Any] = {}
+    for info in pkgutil.iter_modules(apps.__path__):
+        if info.name.endswith("_test"):
+            continue
+        mod = importlib.import_module(f"keras.src.applications.{info.name}")
+        mods[info.name] = mod
+        if getattr(mod, "get_file", None) is not None:
+            mod.get_file = _fake_get_file
+    file_utils.get_file = _fake_get_file
+    return mods
+
+
+class _BackendShim:
+    """Stands in for ``keras.src.backend`` inside one application module, naming another backend.
+
+    NASNetMobile refuses to run on the torch backend (a known keras bug in *running* it); building
+    it only to read its weight URL and parameter count is unaffected.
+    """
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def backend(self) -> str:
+        return "jax"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _fast_keras_init() -> None:
+    """Make keras's random initializers return zeros: only structure, URLs and counts are needed."""
+    import torch
+    from keras.src.backend.torch import random as krandom
+    from keras.src.backend.torch.core import to_torch_dtype
+
+    def zeros(shape: Any, *a: Any, dtype: Any = None, **k: Any) -> Any:
+        return torch.zeros(tuple(shape), dtype=to_torch_dtype(dtype or "float32"))
+
+    for fname in ("normal", "uniform", "truncated_normal"):
+        setattr(krandom, fname, zeros)
+
+
+def _keras_call(fn: Callable[..., Any], **kw: Any) -> tuple[dict[str, Any] | None, Any]:
+    """Run an application constructor until it asks for its weights file."""
+    import keras
+
+    mod = sys.modules[fn.__module__]
+    real_backend = getattr(mod, "backend", None)
+    if real_backend is not None and "torch backend" in (inspect.getsource(fn)):
+        mod.backend = _BackendShim(real_backend)
+    keras.backend.clear_session()  # reset automatic layer-name counters: stable names
+    try:
+        model = fn(weights="imagenet", **kw)
+    except _GetFileCalled as stop:
+        return stop.record, stop.model
+    except ValueError:
+        return None, None  # the constructor refuses this combination with imagenet weights
+    finally:
+        if real_backend is not None:
+            mod.backend = real_backend
+    return None, model
+
+
+def _keras_preprocess(mod: Any, input_size: tuple[int, ...]) -> Preprocess:
+    """Expand a module's ``preprocess_input`` into explicit numbers and check them numerically."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, size=(2, 5, 5, 3)).astype("float32")
+    y = np.asarray(mod.preprocess_input(x.copy()))
+    candidates = {
+        "caffe": Preprocess("NHWC", "BGR", 1.0, CAFFE_MEAN_BGR, None, input_size, mode="caffe"),
+        "tf": Preprocess("NHWC", "RGB", 1.0 / 127.5, (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), input_size, mode="tf"),
+        "torch": Preprocess(
+            "NHWC", "RGB", 1.0 / 255.0, IMAGENET_MEAN, IMAGENET_STD, input_size, mode="torch"
+        ),
+        "none": Preprocess(
+            "NHWC",
+            "RGB",
+            1.0,
+            None,
+            None,
+            input_size,
+            mode="none",
+            note="rescaling/normalization is part of the model graph: feed 0-255 RGB "
+            "(the module's preprocess_input is a pass-through)",
+        ),
+    }
+    for pre in candidates.values():
+        z = x[..., ::-1] if pre.channel_order == "BGR" else x
+        z = z * pre.scale
+        if pre.mean is not None:
+            z = z - np.asarray(pre.mean, dtype="float32")
+        if pre.std is not None:
+            z = z / np.asarray(pre.std, dtype="float32")
+        if np.allclose(z, y, rtol=1e-5, atol=1e-4):
+            return pre
+    raise SystemExit(f"{mod.__name__}.preprocess_input matches none of caffe/tf/torch/pass-through")
+
+
+def _keras_cut(model: Any, classes: int = 1000) -> str | None:
+    """The layer feeding the classifier head of a built (include_top) Keras model."""
+    layer = model.layers[-1]
+    found = False
+    while True:
+        cls = type(layer).__name__
+        is_head = cls == "Dense" or (cls == "Conv2D" and getattr(layer, "filters", None) == classes)
+        if is_head or (found and cls == "Dense"):
+            found = True
+        elif cls in ("Dropout", "Flatten", "Reshape") or (cls in ("Activation", "Softmax") and not found):
+            pass
+        else:
+            return layer.name
+        inp = layer.input
+        if isinstance(inp, (list, tuple)):
+            return layer.name
+        layer = inp._keras_history[0]
+
+
+def _keras_v3_table(mod: Any) -> dict[str, float]:
+    """Top-1 per checkpoint from the table in keras's mobilenet_v3 docstring (BASE_DOCSTRING)."""
+    out: dict[str, float] = {}
+    for line in inspect.getsource(mod).splitlines():
+        m = re.match(r"\|\s*(mobilenet_v3_\S+)\s*\|\s*[\d.]+\s*\|\s*[\d.]+\s*\|\s*([\d.]+)\s*\|", line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def _keras_variants(app: str) -> list[tuple[str, dict[str, Any]]]:
+    """(id suffix, constructor kwargs) for the variants a constructor may have weights for.
+
+    A superset is tried; the constructor itself rejects the ones keras publishes no weights for.
+    """
+    if app == "MobileNet":
+        return [
+            ("" if (a, r) == (1.0, 224) else f"_{a}_{r}", {"alpha": a, "input_shape": (r, r, 3)})
+            for a in (0.25, 0.5, 0.75, 1.0)
+            for r in (96, 128, 160, 192, 224)
+        ]
+    if app == "MobileNetV2":
+        return [
+            ("" if (a, r) == (1.0, 224) else f"_{a}_{r}", {"alpha": a, "input_shape": (r, r, 3)})
+            for a in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+            for r in (96, 128, 160, 192, 224)
+        ]
+    if app.startswith("MobileNetV3"):
+        out = []
+        for mini in (False, True):
+            for a in (0.75, 1.0):
+                suffix = ("_minimalistic" if mini else "") + ("" if a == 1.0 else f"_{a}")
+                out.append((suffix, {"alpha": a, "minimalistic": mini}))
+        return out
+    return [("", {})]
+
+
+def keras_cards() -> Iterator[ModelCard]:
+    """One card per Keras application (and per published variant) with top and no-top files."""
+    import keras
+
+    version = keras.__version__
+    mods = _patch_keras_get_file()
+    _fast_keras_init()
+    table_doc = json.loads(KERAS_TABLE.read_text(encoding="utf-8"))
+    table = table_doc["table"]
+    table_src = table_doc["source"]["file"]
+    weight_lic = table_doc["weights_licences"]
+    v3_top1 = _keras_v3_table(mods["mobilenet_v3"])
+    apps = sorted(n for n in dir(keras.applications) if n[:1].isupper())
+    for app in apps:
+        fn = getattr(keras.applications, app)
+        modname = fn.__module__.rsplit(".", 1)[-1]
+        mod = mods[modname]
+        for suffix, kw in _keras_variants(app):
+            top, model = _keras_call(fn, include_top=True, **kw)
+            if top is None:
+                continue
+            notop, _ = _keras_call(fn, include_top=False, **kw)
+            if model is None:  # the constructor built no `model` local: build it without weights
+                keras.backend.clear_session()
+                model = fn(weights=None, include_top=True, **kw)
+            dims = model.input_shape[1:]
+            flexible = None in dims
+            # Flexible-size models (MobileNetV3) load the 224x224 weights by default (keras warns so).
+            input_size = tuple(224 if d is None else int(d) for d in dims)
+            pre = _keras_preprocess(mod, input_size)
+            files = []
+            for rec, role in ((top, "weights"), (notop, "weights-notop")):
+                if rec is None:
+                    continue
+                fname = rec["fname"] or rec["origin"].rsplit("/", 1)[-1]
+                if rec["algo"]:
+                    cs = Checksum(
+                        rec["algo"], rec["file_hash"], f"keras {version} {fn.__module__} (get_file file_hash)"
+                    )
+                    pin = None
+                else:
+                    cs = Checksum(
+                        None, source=f"keras {version} {fn.__module__} passes no file_hash to get_file"
+                    )
+                    pin = "first-use"
+                files.append(FileRef(name=fname, urls=(rec["origin"],), checksum=cs, role=role, pin=pin))
+            metrics: list[Metric] = []
+            notes: list[str] = []
+            row = table.get(app) if not suffix else None
+            if row is not None:
+                for key in ("top1", "top5"):
+                    if row.get(key) is not None:
+                        metrics.append(
+                            Metric(key, float(row[key]), IMAGENET, f"Keras docs table ({table_src})")
+                        )
+                notes.append(
+                    f"Keras docs: size {row['size_mb']} MB, params {row['params']}"
+                    + (f", depth {row['depth']}" if row.get("depth") is not None else "")
+                    + "."
+                )
+            if app.startswith("MobileNetV3"):
+                ck = "mobilenet_v3_{}{}_{}_224".format(
+                    "large" if "Large" in app else "small",
+                    "_minimalistic" if kw.get("minimalistic") else "",
+                    kw.get("alpha", 1.0),
+                )
+                if ck in v3_top1:
+                    metrics.append(
+                        Metric(
+                            "top1",
+                            v3_top1[ck],
+                            IMAGENET,
+                            f"keras {version} {fn.__module__} BASE_DOCSTRING table",
+                        )
+                    )
+            origin = "native"
+            lic = "Apache-2.0"
+            wl = weight_lic["models"].get(app) if not suffix else None
+            if wl is not None:
+                origin = wl["origin"]
+                lic = wl["licence"].split(" ")[0]
+                notes.append(f"{wl['text']} ({weight_lic['source']})")
+                if origin == "caffe":
+                    notes.append("The weights were converted from Caffe: BGR, 0-255, mean-subtracted input.")
+            else:
+                notes.append(
+                    "Licence: Keras code is Apache-2.0; keras does not state a separate weights licence."
+                )
+            if flexible:
+                notes.append("The model accepts any input size; keras's default weights are for 224x224.")
+            fam = family_of(app)
+            arch_kw = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}
+            tags = [fam, "imagenet", "keras", "classification", modname]
+            if origin == "caffe":
+                tags.append("caffe")
+            yield ModelCard(
+                id=f"keras/{app.lower()}{suffix}",
+                name=f"Keras {app}"
+                + (" " + " ".join(f"{k}={v}" for k, v in arch_kw.items()) if suffix else ""),
+                source="keras",
+                framework="keras",
+                format="h5",
+                task="image-classification",
+                dataset=IMAGENET,
+                family=fam,
+                origin=origin,
+                provenance={
+                    "publisher": "Keras team (keras.applications)",
+                    "page": "https://keras.io/api/applications/",
+                    "generated_from": f"keras {version} keras.applications ({fn.__module__})",
+                },
+                labels={"set": IMAGENET, "count": 1000},
+                files=tuple(files),
+                architecture={"builder": f"keras.applications.{app}", "kwargs": arch_kw},
+                preprocess=pre,
+                metrics=tuple(metrics),
+                params=int(model.count_params()),
+                gflops=None,
+                license=lic,
+                tags=tuple(tags),
+                default_cut=_keras_cut(model),
+                notes=" ".join(notes) or None,
+            )
+    if "tensorflow" in sys.modules:
+        raise SystemExit("tensorflow got imported while generating Keras entries (it must not be)")
+
+
+# --------------------------------------------------------------------------------------------
+# timm (Hugging Face hub)
+# --------------------------------------------------------------------------------------------
+
+TIMM_FAMILY = re.compile(r"^(tf_)?(vgg|resnet|inception|mobilenet|densenet|efficientnet)")
+
+
+def _timm_results() -> tuple[dict[str, dict[str, str]], str]:
+    """Rows of the copied results CSV by model name, and the source named in its header."""
+    lines = TIMM_RESULTS.read_text(encoding="utf-8").splitlines()
+    header = [ln[1:].strip() for ln in lines if ln.startswith("#")]
+    src = next((h for h in header if h.startswith("https://")), "timm results-imagenet.csv")
+    rows = {r["model"]: r for r in csv.DictReader(ln for ln in lines if not ln.startswith("#"))}
+    return rows, src
+
+
+def timm_cards() -> Iterator[ModelCard]:
+    """ImageNet-1k classifiers of the chosen families that timm hosts under ``timm/`` on the hub."""
+    import timm
+    from timm.models import _hub, get_pretrained_cfg
+
+    version = timm.__version__
+    rows, results_src = _timm_results()
+    weights_name = _hub.HF_SAFE_WEIGHTS_NAME
+    params_cache: dict[str, tuple[int, str | None]] = {}
+    names = []
+    for full in timm.list_pretrained():
+        arch, _, tag = full.partition(".")
+        if not TIMM_FAMILY.match(arch):
+            continue
+        cfg = get_pretrained_cfg(full)
+        if not (cfg.hf_hub_id or "").startswith("timm/"):
+            continue
+        if cfg.num_classes != 1000 or "in1k" not in tag:
+            continue
+        names.append(full)
+    unknown = sorted(set(rows) - set(names))
+    if unknown:
+        raise SystemExit(f"{TIMM_RESULTS.name} has rows for models not enumerated: {unknown[:5]}")
+    for full in sorted(names):
+        arch, _, tag = full.partition(".")
+        cfg = get_pretrained_cfg(full)
+        if arch not in params_cache:
+            model = _structure_only(lambda a=arch: timm.create_model(a, pretrained=False))
+            n = sum(p.numel() for p in model.parameters())
+            params_cache[arch] = (int(n), cut_before(model, cfg.classifier) if cfg.classifier else None)
+        params, cut = params_cache[arch]
+        c, h, w = cfg.input_size
+        crop_pct = cfg.crop_pct if cfg.crop_pct is not None else 0.875
+        resize = math.floor(h / crop_pct)
+        pre = Preprocess(
+            layout="NCHW",
+            channel_order="RGB",
+            scale=1.0 / 255.0,
+            mean=tuple(float(x) for x in cfg.mean),
+            std=tuple(float(x) for x in cfg.std),
+            input_size=(int(c), int(h), int(w)),
+            resize=int(resize),
+            crop=int(h),
+            interpolation=cfg.interpolation,
+            note=f"timm pretrained cfg: crop_pct {crop_pct}, crop_mode {cfg.crop_mode}",
+        )
+        metrics: tuple[Metric, ...] = ()
+        row = rows.get(full)
+        if row is not None:
+            where = f"{results_src} (img_size {row['img_size']}, crop_pct {row['crop_pct']})"
+            metrics = (
+                Metric("top1", float(row["top1"]), IMAGENET, where),
+                Metric("top5", float(row["top5"]), IMAGENET, where),
+            )
+        fam = family_of(arch)
+        prov: dict[str, Any] = {
+            "publisher": "timm (Hugging Face)",
+            "page": f"https://huggingface.co/{cfg.hf_hub_id}",
+            "generated_from": f"timm {version} pretrained configs",
+        }
+        if cfg.paper_ids:
+            prov["paper"] = cfg.paper_ids if isinstance(cfg.paper_ids, str) else ", ".join(cfg.paper_ids)
+        if cfg.origin_url:
+            prov["note"] = f"weights originally from {cfg.origin_url}"
+        origin = "tensorflow" if arch.startswith("tf_") or tag.startswith(("tf_", "goog")) else "native"
+        yield ModelCard(
+            id=f"timm/{full}",
+            name=f"timm {full}",
+            source="timm",
+            framework="pytorch",
+            format="safetensors",
+            task="image-classification",
+            dataset=IMAGENET,
+            family=fam,
+            origin=origin,
+            provenance=prov,
+            labels={"set": IMAGENET, "count": int(cfg.num_classes)},
+            files=(
+                FileRef(
+                    name=weights_name,
+                    role="weights",
+                    checksum=Checksum(
+                        None, source="not published; the hub ETag (sha256) is pinned on first pull"
+                    ),
+                    hf={"repo_id": cfg.hf_hub_id, "filename": weights_name, "revision": "main"},
+                    pin="first-use",
+                ),
+            ),
+            architecture={"builder": "timm.create_model", "model_name": full, "architecture": arch},
+            preprocess=pre,
+            metrics=metrics,
+            params=params,
+            gflops=None,
+            license=cfg.license,
+            tags=(fam, "imagenet", "timm", "huggingface", "classification", tag),
+            default_cut=cut,
+            notes=(
+                f"Pulled through huggingface_hub from {cfg.hf_hub_id}; timm {version} loads "
+                f"{weights_name} (falling back to {_hub.HF_WEIGHTS_NAME} where a repo has no safetensors)."
+            ),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# curated + assembly
+# --------------------------------------------------------------------------------------------
+
+
+def curated_cards(curated_dir: Path = CURATED_DIR) -> list[dict[str, Any]]:
+    """Card dicts from every ``curated/*.json`` (each a JSON list), unchanged, in file order."""
+    out: list[dict[str, Any]] = []
+    for path in sorted(curated_dir.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, list):
+            raise SystemExit(f"{path}: expected a JSON list of card dicts")
+        out.extend(data)
+    return out
+
+
+def build(
+    labels_dir: Path = LABELS_DIR, sections: tuple[str, ...] = ("torchvision", "keras", "timm")
+) -> dict:
+    """The whole registry document (validated against the schema)."""
+    import jsonschema
+
+    gens: dict[str, Callable[[], Iterator[ModelCard]]] = {
+        "torchvision": lambda: torchvision_cards(labels_dir),
+        "keras": keras_cards,
+        "timm": timm_cards,
+    }
+    versions: dict[str, str] = {}
+    entries: dict[str, dict[str, Any]] = {}
+    for sec in sections:
+        for card in gens[sec]():
+            if card.id in entries:
+                raise SystemExit(f"duplicate id {card.id}")
+            entries[card.id] = card.to_dict()
+    for d in curated_cards():
+        if d.get("id") in entries:
+            raise SystemExit(f"curated card {d.get('id')} collides with a generated one")
+        entries[d["id"]] = d
+    import keras
+    import timm
+    import torchvision
+
+    versions = {
+        "script": "tools/gen_registry.py",
+        "torchvision": torchvision.__version__.split("+")[0],
+        "keras": keras.__version__,
+        "timm": timm.__version__,
+    }
+    doc = {"schema_version": 1, "generator": versions, "models": [entries[k] for k in sorted(entries)]}
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        msgs = []
+        for e in errors[:10]:
+            p = list(e.absolute_path)
+            ident = doc["models"][p[1]]["id"] if len(p) > 1 and p[0] == "models" else "(top)"
+            msgs.append(f"{ident}: /{'/'.join(map(str, p[2:]))}: {e.message}")
+        raise SystemExit("generated registry does not validate:\n" + "\n".join(msgs))
+    return doc
+
+
+def dumps(doc: dict) -> str:
+    """The one serialization used for registry.json."""
+    return json.dumps(doc, indent=1, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write (default: registry.json)")
+    ap.add_argument("--check", action="store_true", help="compare with --out instead of writing it")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    doc = build()
+    text = dumps(doc)
+    n = len(doc["models"])
+    if args.check:
+        same = args.out.is_file() and args.out.read_text(encoding="utf-8") == text
+        state = "up to date" if same else "DIFFERS"
+        print(f"{args.out}: {state} ({n} entries, {time.perf_counter() - t0:.1f}s)")
+        return 0 if same else 1
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(args.out)
+    print(f"wrote {args.out} ({n} entries, {time.perf_counter() - t0:.1f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
