@@ -116,3 +116,17 @@ def test_unknown_target_and_existing_folder_untouched(tmp_path: Path) -> None:
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["bad.caffemodel", "net.prototxt", "o", "w.caffemodel"]
+
+
+def test_fork_pooling_option_refused_and_unknown_fields_recorded(tmp_path: Path) -> None:
+    text = NET.replace("kernel_size: 3 }", "kernel_size: 3 }\n") + (
+        'layer { name: "pool" type: "Pooling" bottom: "ip1" top: "pool"\n'
+        "        pooling_param { pool: MAX kernel_size: 1 round_mode: FLOOR } }\n")
+    _convert_fails(tmp_path, text, GOOD, r"line 10: option 'round_mode' comes from a Caffe fork")
+    extra = NET.replace("num_output: 4 kernel_size: 3", "num_output: 4 kernel_size: 3 my_fork_flag: true")
+    proto = _write(tmp_path, extra)
+    out = convert_caffe(proto, write_caffemodel(tmp_path / "w.caffemodel", GOOD), tmp_path / "o")
+    import json
+
+    skipped = json.loads((out / "card.json").read_text())["provenance"]["skipped_prototxt_fields"]
+    assert len(skipped) == 1 and "my_fork_flag" in skipped[0]

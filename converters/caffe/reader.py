@@ -8,6 +8,7 @@ array is a zero-copy view into the file's bytes (the only copy of the weights in
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ class CaffeNet:
     transform: Any | None = None  # a TransformationParameter where the prototxt had one
     v1: bool = False
     ignored: list[str] = field(default_factory=list)
+    unknown_fields: list[str] = field(default_factory=list)
 
 
 def _upgrade_v1(v1: Any) -> Any:
@@ -88,11 +90,32 @@ def _in_test_phase(layer: Any) -> bool:
     return not any(meets(r) for r in layer.exclude)
 
 
-def parse_prototxt_text(text: str, path: Path) -> Any:
-    """Text format -> NetParameter; syntax errors become ConversionError with line and column."""
+# Fork-only options that change numerics: refuse them rather than silently use BVLC semantics.
+_FORK_OPTIONS = re.compile(r"^\s*[^#\n]*?\b(round_mode|ceil_mode)\s*:", re.M)
+
+
+def parse_prototxt_text(text: str, path: Path, unknown: list[str] | None = None) -> Any:
+    """Text format -> NetParameter; syntax errors become ConversionError with line and column.
+
+    Fields our schema does not know (fillers, learning-rate settings, fork extras) are skipped;
+    the first one is appended to ``unknown`` so the card can say so.
+    """
+    m = _FORK_OPTIONS.search(text)
+    if m:
+        line = text.count("\n", 0, m.start(1)) + 1
+        raise ConversionError(f"{path}: line {line}: option {m.group(1)!r} comes from a Caffe fork "
+                              "(BVLC pooling always rounds up); not supported")
     net = proto.NetParameter()
     try:
-        text_format.Parse(text, net, allow_unknown_field=True)
+        try:
+            text_format.Parse(text, net)
+        except text_format.ParseError as e:
+            if "has no field named" not in str(e) and "no value named" not in str(e):
+                raise
+            if unknown is not None:
+                unknown.append(str(e).split("\n")[0])
+            net = proto.NetParameter()
+            text_format.Parse(text, net, allow_unknown_field=True)
     except text_format.ParseError as e:
         line, col = e.GetLine(), e.GetColumn()
         msg = str(e).split("\n")[0]
@@ -154,7 +177,10 @@ def read_prototxt(path: str | Path) -> CaffeNet:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise ConversionError(f"{path}: cannot read prototxt ({e})") from None
-    return net_from_param(parse_prototxt_text(text, path), path)
+    unknown: list[str] = []
+    net = net_from_param(parse_prototxt_text(text, path, unknown), path)
+    net.unknown_fields = unknown
+    return net
 
 
 # ---------------------------------------------------------------- binary caffemodel, wire level
