@@ -5,6 +5,23 @@ original stays in ``node["name"]``). Ops keep the source framework's numerics wh
 from PyTorch's defaults (Caffe's ceil-mode pooling with its clipped last window and its average
 divisor, LRN alpha / local_size, BatchNorm eps), so a rebuilt module reproduces the source net.
 Nothing here executes code from the file: the graph is plain data.
+
+graph.json (format "zoo-graph", version 1)::
+
+    {"format": "zoo-graph", "version": 1, "source": "caffe", "name": "LeNet",
+     "inputs": [{"name": "data", "shape": [64, 1, 28, 28]}],   # declared shapes (batch is free)
+     "outputs": ["prob"],                                        # blob names, forward() order
+     "nodes": [{"name": "conv1",          # the source layer name, unchanged
+                "module": "conv1",        # submodule / state-dict prefix (sanitized name)
+                "type": "Convolution",    # the source layer type
+                "op": "conv2d", "attrs": {...},
+                "inputs": ["data"], "outputs": ["conv1"],   # blob names; in-place = same name
+                "params": {"weight": [20, 1, 5, 5], "bias": [20]},  # torch-layout shapes
+                "output_shapes": [[64, 20, 24, 24]]}, ...]}
+
+Ops: conv2d, conv_transpose2d, pool2d (Caffe sizes), linear (axis), relu, prelu, sigmoid, tanh,
+identity, lrn, batch_norm (buffers running_mean / running_var), scale, eltwise, concat, slice,
+split, softmax, flatten, reshape, permute. Other converters register more in ``OPS``.
 """
 
 from __future__ import annotations
