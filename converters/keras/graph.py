@@ -310,6 +310,7 @@ class _Builder:
                 "attrs": attrs,
                 "inputs": inputs,
                 "outputs": [lname],
+                "out_shape": list(out_shape),  # Keras layout (channels last), no batch axis
             }
         )
         return mod

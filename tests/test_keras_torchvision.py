@@ -1,0 +1,72 @@
+"""Keras Applications weights -> torchvision architectures through the LayerMap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from converters.keras.subproc import run_worker
+from converters.keras.to_torchvision import keras_to_torchvision
+from converters.layermap import LayerMap
+from zoo.errors import ConversionError
+
+
+def _make(name: str, out: Path) -> Path:
+    run_worker(
+        ["app-make", name, json.dumps({"classifier_activation": None}), str(out), "0"],
+        env={"KERAS_BACKEND": "torch"},
+    )
+    return out
+
+
+@pytest.mark.slow
+def test_keras_vgg16_to_torchvision_vgg16(tmp_path: Path) -> None:
+    d = _make("VGG16", tmp_path)
+    state, lm = keras_to_torchvision(d / "weights.h5", "vgg16", arch=d / "config.json")
+    model = torchvision.models.vgg16(weights=None)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    x, ref = np.load(d / "x.npy"), np.load(d / "y.npy")
+    with torch.no_grad():
+        y = model(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    diff = float(np.abs(y - ref).max())
+    print(f"Keras VGG16 -> torchvision vgg16: max|diff| = {diff:.3g} (max|ref| {np.abs(ref).max():.3g})")
+    assert diff <= 1e-4 and (y.argmax(1) == ref.argmax(1)).all()
+    # the map: every torchvision tensor, the first Dense permuted from NHWC to NCHW order
+    rows = {r.target: r for r in lm.rows}
+    assert set(rows) == set(model.state_dict())
+    assert rows["classifier.0.weight"].source == "fc1"
+    assert "nhwc_to_nchw(7,7,512)" in rows["classifier.0.weight"].transform
+    assert "nhwc" not in rows["classifier.3.weight"].transform
+    assert rows["features.0.weight"].source == "block1_conv1"
+    again = LayerMap.from_json(lm.to_json())
+    assert again.match({k: v.numpy() for k, v in state.items()}).ok
+    # without the permutation the numbers are wrong: the permutation is what makes this work
+    bad = dict(state)
+    bad["classifier.0.weight"] = (
+        state["classifier.0.weight"].reshape(4096, 512, 7, 7).permute(0, 2, 3, 1).reshape(4096, -1)
+    )
+    model.load_state_dict(bad)
+    with torch.no_grad():
+        y_bad = model(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    assert np.abs(y_bad - ref).max() > 1e-2
+
+
+@pytest.mark.slow
+def test_keras_resnet50_to_torchvision_refused(tmp_path: Path) -> None:
+    d = _make("ResNet50", tmp_path)
+    with pytest.raises(ConversionError) as e:
+        keras_to_torchvision(d / "weights.h5", "resnet50", arch=d / "config.json")
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "conv3_block1_1_conv" in msg and "1x1" in msg and "3x3" in msg and "not the same network" in msg
+
+
+def test_unsupported_pair_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConversionError, match="no verified Keras -> torchvision mapping"):
+        keras_to_torchvision(tmp_path / "x.h5", "mobilenet_v2")
