@@ -3,8 +3,9 @@ an independent reader of the source files; max |diff|, relative error, argmax ag
 first layer whose output diverges when the result is over tolerance.
 
 For Caffe the independent reader is OpenCV dnn (``zoo[verify]``), run with Winograd and layer
-fusion off so it computes each layer as Caffe defines it. Result: a dict, also written to
-``verify.json`` in the folder.
+fusion off so it computes each layer as Caffe defines it. Other sources plug in a module
+``converters.<source>.verify`` with ``reference_outputs(folder, card, graph, inputs, reference=...)
+-> (label, [arrays in graph["outputs"] order])``. Result: a dict, also written to ``verify.json``.
 """
 
 from __future__ import annotations
@@ -132,9 +133,9 @@ def verify_folder(
 
     folder = Path(out_dir)
     card, graph = read_folder(folder)
-    if graph.get("source") != "caffe" or reference not in ("opencv", "source"):
-        raise ConversionError(f"{folder}: no {reference!r} reference for {graph.get('source')!r} models here")
-    src = _source_files(card, folder)
+    source = graph.get("source")
+    if source == "caffe" and reference not in ("opencv", "source"):
+        raise ConversionError(f"{folder}: reference {reference!r} unknown for Caffe models (opencv)")
     model = load_folder(folder)
     xs = _make_inputs(graph, inputs, seed, batch)
     try:
@@ -157,13 +158,25 @@ def verify_folder(
         feed = {i.name: x for i, x in zip(sess.get_inputs(), xs, strict=True)}
         got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed), strict=True))
         runs["onnx"] = [got[n] for n in names]
-    import cv2
-
     with tempfile.TemporaryDirectory() as td:
-        net = opencv_net(src["definition"], src.get("weights"), Path(td))
-        for i, x in zip(graph["inputs"], xs, strict=True):
-            net.setInput(x, i["name"])
-        refs = opencv_forward(net, graph, names)
+        if source == "caffe":
+            import cv2
+
+            src = _source_files(card, folder)
+            net = opencv_net(src["definition"], src.get("weights"), Path(td))
+            for i, x in zip(graph["inputs"], xs, strict=True):
+                net.setInput(x, i["name"])
+            refs = opencv_forward(net, graph, names)
+            label = f"opencv {cv2.__version__} (winograd off, fusion off)"
+        else:  # another converter's reference: converters.<source>.verify.reference_outputs
+            import importlib
+
+            try:
+                mod = importlib.import_module(f"converters.{source}.verify")
+            except ImportError:
+                raise ConversionError(f"{folder}: no reference reader for {source!r} models") from None
+            label, refs = mod.reference_outputs(folder, card, graph, xs, reference=reference)
+            net = None
         outputs: dict[str, Any] = {}
         worst = {"max_abs_diff": 0.0, "rel": 0.0, "argmax_agreement": 1.0}
         for backend, outs in runs.items():
@@ -175,10 +188,10 @@ def verify_folder(
                 worst["argmax_agreement"] = min(worst["argmax_agreement"], c["argmax_agreement"])
         passed = worst["rel"] <= atol and worst["argmax_agreement"] == 1.0
         first = None
-        if not passed:
+        if not passed and net is not None:
             first = first_diverging_layer(model, net, graph, xs, atol)
     result = {
-        "reference": f"opencv {cv2.__version__} (winograd off, fusion off)",
+        "reference": label,
         "atol": atol, "inputs": [list(x.shape) for x in xs], "backends": list(runs),
         "outputs": outputs, **worst, "first_diverging_layer": first, "passed": passed,
     }

@@ -253,3 +253,13 @@ def test_onnx_file_is_single_checker_clean_and_traceable(converted) -> None:
     key = "pkg.torch.onnx.name_scopes"
     scoped = {p.value for n in m.graph.node for p in n.metadata_props if p.key == key}
     assert any("conv1_1" in s for s in scoped)
+
+
+def test_verify_with_input_files_covers_onnx(testdata: Path, converted, tmp_path: Path) -> None:
+    folder = converted("mtcnn/det2.prototxt", "mtcnn/det2.caffemodel")
+    x = np.random.default_rng(4).uniform(-1, 1, (5, 3, 24, 24)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    res = verify_folder(folder, inputs=[tmp_path / "x.npy"], atol=1e-5)
+    assert res["passed"] and res["backends"] == ["torch", "onnx"] and res["inputs"] == [[5, 3, 24, 24]]
+    assert set(res["outputs"]) == {"conv5-2", "conv5-3", "prob1"}
+    assert all(v["onnx"]["rel"] <= 1e-5 for v in res["outputs"].values())
