@@ -15,7 +15,10 @@ from zoo.errors import ZooError
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    con = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not con.is_terminal:  # piped: never truncate ids to the default 80 columns
+        con = Console(stderr=stderr, highlight=False, soft_wrap=False, width=200)
+    return con
 
 
 def _fmt_params(n: int | None) -> str:
@@ -104,7 +107,8 @@ def search(query: tuple[str, ...], source: str | None, framework: str | None,
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col, kw in (("id", {}), ("source", {}), ("origin", {}), ("top-1", {"justify": "right"}),
+    for col, kw in (("id", {"no_wrap": True}), ("source", {}), ("origin", {}),
+                    ("top-1", {"justify": "right"}),
                     ("params", {"justify": "right"}), ("GFLOPs", {"justify": "right"}),
                     ("input", {"justify": "right"}), ("license", {})):
         table.add_column(col, **kw)

@@ -67,9 +67,7 @@ def validate_entries(data: Any, origin: str) -> None:
         raise RegistryError(f"{origin}: not a zoo registry (expected an object with 'models')")
     for err in validator.iter_errors({k: v for k, v in data.items() if k != "models"} | {"models": []}):
         problems.append(f"{origin}: {_format_path(err.absolute_path)}: {err.message}")
-    card_validator = jsonschema.Draft202012Validator(_schema()["$defs"]["card"]).evolve(
-        schema={"$ref": "#/$defs/card", "$defs": _schema()["$defs"]}
-    )
+    card_validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/card", "$defs": _schema()["$defs"]})
     seen: set[str] = set()
     for i, entry in enumerate(data["models"]):
         eid = entry.get("id", f"models[{i}]") if isinstance(entry, dict) else f"models[{i}]"
