@@ -125,6 +125,100 @@ def app_make(name: str, kwargs: str, out_dir: str, seed: str) -> None:
     np.save(out / "y.npy", np.asarray(keras_to_numpy(model(x, training=False)), dtype=np.float32))
 
 
+def _coverage_models(keras, np):  # noqa: ANN001, ANN202
+    """Test fixture: a Functional model touching every supported layer type (odd sizes so 'same'
+    padding is asymmetric) and a small Sequential model."""
+    L = keras.layers  # noqa: N806
+    rng = np.random.default_rng(0)
+    inp = keras.Input((33, 30, 3), name="image")
+    x = L.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inp)
+    norm = L.Normalization(axis=-1, name="norm")
+    norm.adapt(rng.uniform(-1, 1, (16, 33, 30, 3)).astype("float32") * [1.0, 2.0, 0.5] + [0.1, -0.2, 0.3])
+    x = norm(x)
+    x = L.ZeroPadding2D(((1, 2), (0, 1)), name="zpad")(x)
+    x = L.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="conv_s2")(x)
+    a = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(x)
+    a = L.BatchNormalization(epsilon=1e-3, momentum=0.9, name="bn_dw")(a)
+    a = L.ReLU(max_value=6.0, name="relu6")(a)
+    b = L.SeparableConv2D(16, 3, padding="same", name="sep")(x)
+    b = L.BatchNormalization(name="bn_sep", center=False)(b)
+    b = L.ReLU(negative_slope=0.1, name="leaky")(b)
+    c = L.Conv2D(16, 3, dilation_rate=2, padding="same", activation="sigmoid", name="conv_dil")(x)
+    d = L.DepthwiseConv2D(3, strides=2, padding="same", name="dw_s2")(x)
+    x = L.Add(name="add")([a, b])
+    x = L.Multiply(name="mul")([x, c])
+    x = L.Concatenate(name="cat")([x, a])
+    x = L.MaxPooling2D(3, strides=2, padding="same", name="maxpool")(x)
+    x = L.Concatenate(name="cat2")([x, d, d])
+    x = L.AveragePooling2D(3, strides=2, padding="same", name="avgpool")(x)
+    x = L.Activation("tanh", name="tanh")(x)
+    g1 = L.GlobalAveragePooling2D(name="gap")(x)
+    g2 = L.GlobalMaxPooling2D(name="gmp")(x)
+    y = L.Concatenate(name="cat_vec")([g1, g2])
+    y = L.Reshape((2, 4, 12), name="reshape")(y)
+    y = L.Flatten(name="flatten")(y)
+    y = L.Dense(10, name="dense")(y)
+    y = L.Dropout(0.5, name="drop")(y)
+    out = L.Softmax(name="softmax")(y)
+    func = keras.Model(inp, out, name="coverage")
+    seq = keras.Sequential(
+        [
+            keras.Input((12, 12, 2)),
+            L.Conv2D(4, 3, strides=2, padding="same", name="c1"),
+            L.BatchNormalization(name="b1"),
+            L.Activation("relu", name="r1"),
+            L.MaxPooling2D(2, name="p1"),
+            L.Flatten(name="f1"),
+            L.Dense(5, activation="softmax", name="d1"),
+        ],
+        name="seq",
+    )
+    for m in (func, seq):
+        for layer in m.layers:
+            for v in layer.weights:
+                vn = v.name.split("/")[-1].split(":")[0]
+                if vn == "count" or layer.name == "norm":  # adapted statistics stay as adapted
+                    continue
+                shape = tuple(v.shape)
+                if "variance" in vn:
+                    a_ = rng.uniform(0.2, 2.0, shape)
+                else:  # the classifier gets small weights so the softmax is not saturated
+                    a_ = rng.normal(0.0, 0.05 if layer.name in ("dense", "d1") else 0.5, shape)
+                v.assign(a_.astype("float32"))
+    return func, seq
+
+
+def make_coverage(flavor: str, out_dir: str) -> None:
+    """Save the coverage models with tf-keras (legacy .h5 full + weights-only) or Keras 3
+    (.keras + .weights.h5 + config), with inputs and that Keras's outputs."""
+    from pathlib import Path
+
+    import numpy as np
+
+    out = Path(out_dir)
+    if flavor == "tf_keras":
+        keras = _tf_keras()
+    else:  # Keras 3; the TensorFlow backend pools like TF ('same' averages exclude the padding)
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        import keras
+    func, seq = _coverage_models(keras, np)
+    rng = np.random.default_rng(1)
+    xf = rng.uniform(0, 255, (3, 33, 30, 3)).astype("float32")
+    xs = rng.normal(0, 1, (3, 12, 12, 2)).astype("float32")
+    np.save(out / "x_func.npy", xf)
+    np.save(out / "x_seq.npy", xs)
+    for name, m, x in (("func", func, xf), ("seq", seq, xs)):
+        y = m(x, training=False)
+        np.save(out / f"y_{name}.npy", np.asarray(keras_to_numpy(y) if flavor != "tf_keras" else y.numpy()))
+        (out / f"{name}.json").write_text(m.to_json())
+        if flavor == "tf_keras":
+            m.save(out / f"{name}.h5", save_format="h5")
+            m.save_weights(str(out / f"{name}_weights.h5"), save_format="h5")
+        else:
+            m.save(out / f"{name}.keras")
+            m.save_weights(out / f"{name}.weights.h5")
+
+
 def keras_to_numpy(y):  # noqa: ANN001, ANN201
     import keras
 
@@ -139,6 +233,7 @@ def main(argv: list[str]) -> int:
         "app-config": app_config,
         "app-predict": app_predict,
         "app-make": app_make,
+        "coverage": make_coverage,
     }
     fns[cmd](*args)
     return 0

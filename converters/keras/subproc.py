@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -33,8 +34,9 @@ def run_worker(args: list[str], env: dict[str, str] | None = None, timeout: floa
     except subprocess.TimeoutExpired:
         raise ConversionError(f"Keras worker {args[0]} timed out") from None
     if p.returncode != 0:
-        lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
-        last = lines[-1] if lines else f"exit code {p.returncode}"
+        lines = [ln.strip() for ln in p.stderr.strip().splitlines() if ln.strip()]
+        errs = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception)\b", ln)]
+        last = (errs or lines or [f"exit code {p.returncode}"])[-1]
         if "ModuleNotFoundError" in last:
             last += " (install the zoo[keras] extra)"
         raise ConversionError(f"Keras worker {args[0]} failed: {last}")

@@ -1,0 +1,98 @@
+"""Every Keras file format, on a model that touches every supported layer type.
+
+Fixtures are written by tf-keras (legacy .h5 full model and weights-only .h5, names with ":0")
+and by Keras 3 (.keras and .weights.h5, TensorFlow backend), each in a subprocess, with the
+outputs of that Keras on the same inputs (batch 3). 'same' padding is asymmetric throughout
+(odd sizes, stride 2), and pooling 'same' averages must exclude the padding as TF does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from converters.keras import convert_keras
+from converters.keras.convert import load_keras_folder
+from converters.keras.subproc import run_worker
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tfk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cov_tf_keras")
+    run_worker(["coverage", "tf_keras", str(d)], env={"TF_USE_LEGACY_KERAS": "1"})
+    return d
+
+
+@pytest.fixture(scope="module")
+def k3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cov_keras3")
+    run_worker(["coverage", "keras3", str(d)], env={"KERAS_BACKEND": "tensorflow"})
+    return d
+
+
+def _check(folder: Path, d: Path, kind: str) -> float:
+    model = load_keras_folder(folder)
+    x, ref = np.load(d / f"x_{kind}.npy"), np.load(d / f"y_{kind}.npy")
+    assert ref.shape[0] == 3 and ref.std() > 0.05  # not a saturated softmax
+    with torch.no_grad():
+        y = model(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    diff = float(np.abs(y - ref).max())
+    assert diff <= 1e-5 * max(1.0, float(np.abs(ref).max())), diff
+    assert (y.argmax(1) == ref.argmax(1)).all()
+    return diff
+
+
+@pytest.mark.parametrize("kind", ["func", "seq"])
+def test_legacy_full_model_h5(tfk: Path, tmp_path: Path, kind: str) -> None:
+    out = convert_keras(tfk / f"{kind}.h5", tmp_path / "o")
+    print(f"tf-keras {kind}.h5: max|diff| {_check(out, tfk, kind):.3g}")
+
+
+@pytest.mark.parametrize("kind", ["func", "seq"])
+def test_legacy_weights_only_h5(tfk: Path, tmp_path: Path, kind: str) -> None:
+    with h5py.File(tfk / f"{kind}_weights.h5", "r") as f:
+        assert "model_config" not in f.attrs and "layer_names" in f.attrs
+        # tf-keras writes names with ':0'; the Applications layout from Keras 3 writes none
+        assert any(
+            str(w).endswith(":0'") or str(w).endswith(":0")
+            for w in f["conv_s2" if kind == "func" else "c1"].attrs["weight_names"]
+        )
+    out = convert_keras(tfk / f"{kind}_weights.h5", tmp_path / "o", arch=tfk / f"{kind}.json")
+    print(f"tf-keras {kind}_weights.h5: max|diff| {_check(out, tfk, kind):.3g}")
+
+
+@pytest.mark.parametrize("kind", ["func", "seq"])
+def test_keras3_dot_keras(k3: Path, tmp_path: Path, kind: str) -> None:
+    out = convert_keras(k3 / f"{kind}.keras", tmp_path / "o")
+    print(f"keras3 {kind}.keras: max|diff| {_check(out, k3, kind):.3g}")
+    graph = json.loads((out / "graph.json").read_text())
+    cfg = json.loads((k3 / f"{kind}.json").read_text())
+    names = [la["config"]["name"] for la in cfg["config"]["layers"] if la["class_name"] != "InputLayer"]
+    assert [n["name"] for n in graph["nodes"]] == names
+
+
+@pytest.mark.parametrize("kind", ["func", "seq"])
+def test_keras3_weights_h5(k3: Path, tmp_path: Path, kind: str) -> None:
+    out = convert_keras(k3 / f"{kind}.weights.h5", tmp_path / "o", arch=k3 / f"{kind}.json")
+    print(f"keras3 {kind}.weights.h5: max|diff| {_check(out, k3, kind):.3g}")
+
+
+@pytest.mark.parametrize("kind", ["func", "seq"])
+def test_onnx_from_legacy_h5(tfk: Path, tmp_path: Path, kind: str) -> None:
+    import onnxruntime as ort
+
+    out = convert_keras(tfk / f"{kind}.h5", tmp_path / "o", to="all")
+    x, ref = np.load(tfk / f"x_{kind}.npy"), np.load(tfk / f"y_{kind}.npy")
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {sess.get_inputs()[0].name: x})[0]  # NHWC, as Keras
+    diff = float(np.abs(y - ref).max())
+    print(f"tf-keras {kind}.h5 -> ONNX: max|diff| {diff:.3g}")
+    assert diff <= 1e-5 * max(1.0, float(np.abs(ref).max()))
+    assert (out / "model.safetensors").is_file()
