@@ -1,4 +1,5 @@
-"""The eight deploy prototxts with random weights from our writer, vs OpenCV dnn (1e-4, every layer)."""
+"""The eight deploy prototxts with random weights from our writer, vs OpenCV dnn (1e-4, every layer,
+torch and ONNX)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 from caffe_ref import check_against_opencv
 
+from converters.caffe import convert_caffe
 from converters.caffe.reader import read_prototxt
 from converters.caffe.writer import write_random_caffemodel
 
@@ -32,5 +34,7 @@ def test_deploy_random_weights_match_opencv(name: str, testdata: Path, tmp_path:
     weights = write_random_caffemodel(proto, tmp_path / "random.caffemodel", seed=11)
     (inp, shape), = net.inputs
     x = np.random.default_rng(1).standard_normal([2, *shape[1:]]).astype(np.float32)
-    worst = check_against_opencv(proto, weights, {inp: x}, tmp_path, TOL)
-    assert worst["layers"] <= TOL and worst["torch"] <= TOL
+    folder = convert_caffe(proto, weights, tmp_path / "out", to="all")
+    worst = check_against_opencv(proto, weights, {inp: x}, tmp_path, TOL, folder=folder)
+    assert worst["layers"] <= TOL and worst["torch"] <= TOL and worst["onnx"] <= TOL
+    assert (folder / "model.onnx").is_file()

@@ -43,7 +43,9 @@ def test_opencv_layer_definitions(name: str, testdata: Path, tmp_path: Path) -> 
     w = write_random_caffemodel(proto, tmp_path / "w.caffemodel", seed=3)
     rng = np.random.default_rng(5)
     xs = {n: rng.standard_normal(s).astype(np.float32) for n, s in net.inputs}
-    check_against_opencv(proto, w, xs, tmp_path, TOL)
+    folder = convert_caffe(proto, w, tmp_path / "out", to="all")
+    worst = check_against_opencv(proto, w, xs, tmp_path, TOL, folder=folder)
+    assert (folder / "model.onnx").is_file() and worst["onnx"] <= TOL
 
 
 POOL = """
