@@ -137,6 +137,14 @@ def verify_folder(
     if source == "caffe" and reference not in ("opencv", "source"):
         raise ConversionError(f"{folder}: reference {reference!r} unknown for Caffe models (opencv)")
     model = load_folder(folder)
+    onnx_path = folder / "model.onnx"
+    if onnx_path.is_file() and batch is not None:
+        import onnx
+
+        dims = [i.type.tensor_type.shape.dim[0] for i in onnx.load(str(onnx_path), load_external_data=False
+                                                                    ).graph.input]
+        if any(d.HasField("dim_value") for d in dims):  # exported with a fixed batch: use it
+            batch = None
     xs = _make_inputs(graph, inputs, seed, batch)
     try:
         with torch.no_grad():
@@ -150,7 +158,6 @@ def verify_folder(
     t_out = t_out if isinstance(t_out, tuple) else (t_out,)
     names = list(graph["outputs"])
     runs: dict[str, list[np.ndarray]] = {"torch": [t.numpy() for t in t_out]}
-    onnx_path = folder / "model.onnx"
     if onnx_path.is_file():
         import onnxruntime as ort
 
