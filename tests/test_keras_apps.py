@@ -69,3 +69,22 @@ def test_keras_application_matches_keras(name: str, tmp_path: Path) -> None:
             if not (wn.decode() if isinstance(wn, bytes) else str(wn)).endswith(stats)
         )
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == n_keras
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["MobileNet", "ResNet50"])
+def test_keras_application_weights_to_onnx(name: str, tmp_path: Path) -> None:
+    """A published-style weights-only file + its registry architecture -> ONNX (tf-keras builds the
+    net in a subprocess, tf2onnx converts), against Keras 3 on the same inputs."""
+    import onnxruntime as ort
+
+    kwargs = {"classifier_activation": None}
+    run_worker(["app-make", name, json.dumps(kwargs), str(tmp_path), "0"], env={"KERAS_BACKEND": "torch"})
+    arch = f"keras.applications:{name}?classifier_activation=null"
+    out = convert_keras(tmp_path / "weights.h5", tmp_path / "out", to="onnx", arch=arch)
+    x, ref = np.load(tmp_path / "x.npy"), np.load(tmp_path / "y.npy")
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    diff = float(np.abs(y - ref).max())
+    print(f"{name} -> ONNX: max|diff| = {diff:.3g} (max|ref| = {np.abs(ref).max():.3g})")
+    assert diff <= 1e-4 and (y.argmax(1) == ref.argmax(1)).all()

@@ -84,15 +84,34 @@ def test_keras3_weights_h5(k3: Path, tmp_path: Path, kind: str) -> None:
     print(f"keras3 {kind}.weights.h5: max|diff| {_check(out, k3, kind):.3g}")
 
 
-@pytest.mark.parametrize("kind", ["func", "seq"])
-def test_onnx_from_legacy_h5(tfk: Path, tmp_path: Path, kind: str) -> None:
+ONNX_CASES = [
+    ("tfk", "func.h5", None, "func"),
+    ("tfk", "seq.h5", None, "seq"),
+    ("tfk", "func_weights.h5", "func.json", "func"),
+    ("k3", "func.keras", None, "func"),
+    ("k3", "seq.keras", None, "seq"),
+]
+
+
+@pytest.mark.parametrize(("flavor", "fname", "arch", "kind"), ONNX_CASES)
+def test_onnx(
+    flavor: str, fname: str, arch: str | None, kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    import onnx
     import onnxruntime as ort
 
-    out = convert_keras(tfk / f"{kind}.h5", tmp_path / "o", to="all")
-    x, ref = np.load(tfk / f"x_{kind}.npy"), np.load(tfk / f"y_{kind}.npy")
+    d = request.getfixturevalue(flavor)
+    out = convert_keras(d / fname, tmp_path / "o", to="all", arch=None if arch is None else d / arch)
+    onnx.checker.check_model(str(out / "model.onnx"))
+    card = json.loads((out / "card.json").read_text())
+    assert card["architecture"]["artifacts"]["model.onnx"]["layout"] == "NHWC"
+    assert card["architecture"]["artifacts"]["model.safetensors"]["layout"] == "NCHW"
+    x, ref = np.load(d / f"x_{kind}.npy"), np.load(d / f"y_{kind}.npy")
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] and sess.get_inputs()[0].shape[1:] == list(x.shape[1:])
     y = sess.run(None, {sess.get_inputs()[0].name: x})[0]  # NHWC, as Keras
     diff = float(np.abs(y - ref).max())
-    print(f"tf-keras {kind}.h5 -> ONNX: max|diff| {diff:.3g}")
+    print(f"{flavor} {fname} -> ONNX: max|diff| {diff:.3g}")
     assert diff <= 1e-5 * max(1.0, float(np.abs(ref).max()))
-    assert (out / "model.safetensors").is_file()
+    assert (y.argmax(1) == ref.argmax(1)).all()
+    _check(out, d, kind)

@@ -40,17 +40,72 @@ def predict(model_path: str, in_npy: str, out_npy: str) -> None:
     np.save(out_npy, np.asarray(ys[0].numpy(), dtype=np.float32))
 
 
-def to_onnx(model_path: str, out_path: str, opset: str) -> None:
+def _tf_keras_model(model_path: str, arch: str):  # noqa: ANN202
+    """A tf-keras model: the full legacy file, or an architecture plus a legacy weights file."""
+    if not arch:
+        return _load(model_path)
+    keras = _tf_keras()
+    if arch.startswith(("keras.applications:", "keras:")):
+        name, _, kw = arch.split(":", 1)[1].partition("?")
+        kwargs = {}
+        for part in filter(None, kw.split("&")):
+            k, _, v = part.partition("=")
+            kwargs[k] = json.loads(v)
+        model = getattr(keras.applications, name)(weights=None, **kwargs)
+    else:
+        with open(arch) as fh:
+            model = keras.models.model_from_json(fh.read())
+    model.load_weights(model_path)
+    return model
+
+
+def to_onnx(model_path: str, out_path: str, opset: str, arch: str = "") -> None:
+    """tf2onnx from a tf-keras model (legacy files), or Keras 3's own ONNX export for .keras."""
+    if model_path.endswith(".keras") and not arch:
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+        import keras
+        import tensorflow as tf
+        import tf2onnx
+
+        model = keras.saving.load_model(model_path, compile=False)
+        spec = [
+            tf.TensorSpec((None, *t.shape[1:]), tf.float32, name=t.name.split(":")[0]) for t in model.inputs
+        ]
+
+        @tf.function(input_signature=spec)
+        def fn(*xs):  # noqa: ANN002, ANN202
+            for layer in model.layers:  # Normalization caches its statistics as eager tensors:
+                if type(layer).__name__ == "Normalization" and getattr(layer, "adapt_mean", None) is not None:
+                    shape = layer._broadcast_shape  # re-read them from the variables (frozen)
+                    layer.mean = tf.reshape(tf.convert_to_tensor(layer.adapt_mean), shape)
+                    layer.variance = tf.reshape(tf.convert_to_tensor(layer.adapt_variance), shape)
+            return model(list(xs) if len(xs) > 1 else xs[0], training=False)
+
+        tf2onnx.convert.from_function(fn, input_signature=spec, opset=int(opset), output_path=out_path)
+        print(
+            json.dumps(
+                {"inputs": [t.name for t in spec], "exporter": "tf2onnx (Keras 3, TensorFlow backend)"}
+            )
+        )
+        return
     import tensorflow as tf
     import tf2onnx
 
-    model = _load(model_path)
+    model = _tf_keras_model(model_path, arch)
     spec = tuple(
         tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=t.name.split(":")[0]) for t in model.inputs
     )
     tf2onnx.convert.from_keras(model, input_signature=spec, opset=int(opset), output_path=out_path)
     names = [t.name for t in spec]
-    print(json.dumps({"inputs": names, "input_shapes": [list(t.shape[1:]) for t in model.inputs]}))
+    print(
+        json.dumps(
+            {
+                "inputs": names,
+                "input_shapes": [list(t.shape[1:]) for t in model.inputs],
+                "exporter": "tf2onnx (tf-keras)",
+            }
+        )
+    )
 
 
 def _app(name: str, kwargs: str):  # noqa: ANN202

@@ -97,7 +97,7 @@ def _card(
             "layout": "NHWC",
             "input_shape": first["shape_keras"],
             "input_names": (onnx_info or {}).get("inputs"),
-            "converter": "tf2onnx (from tf-keras)",
+            "converter": (onnx_info or {}).get("exporter", "tf2onnx"),
         }
     pre = preprocess or Preprocess(
         layout="NCHW" if "torch" in targets else "NHWC",
@@ -163,13 +163,17 @@ def convert_keras(
 
     def extra(tmp: Path) -> None:
         if "onnx" in targets:
+            arch_s = ""
             if src.fmt not in ("h5-full", "keras3"):
-                raise ConversionError(
-                    f"{path.name}: ONNX export needs a full model file (this is weights only)"
-                )
+                if src.fmt != "h5-weights" or not isinstance(arch, (str, Path)):
+                    raise ConversionError(
+                        f"{path.name}: ONNX export of a weights-only file needs a legacy HDF5 weights file "
+                        "and arch=keras.applications:NAME or a tf-keras config JSON"
+                    )
+                arch_s = str(Path(arch).resolve()) if Path(str(arch)).is_file() else str(arch)
             from converters.keras.subproc import tf2onnx_convert
 
-            onnx_info.update(tf2onnx_convert(path.resolve(), tmp / "model.onnx", opset=opset))
+            onnx_info.update(tf2onnx_convert(path.resolve(), tmp / "model.onnx", opset=opset, arch=arch_s))
         if "torch" not in targets:
             for name in ("graph.json", "model.safetensors", "layermap.json"):
                 (tmp / name).unlink()

@@ -54,9 +54,14 @@ def tf_keras_predict(model: Path, x: Any) -> Any:
         return np.load(yo)
 
 
-def tf2onnx_convert(model: Path, out: Path, opset: int = 17) -> dict[str, Any]:
-    """Keras file -> ONNX with tf2onnx (tf-keras loads it, in a subprocess); NHWC input kept."""
-    out_s = run_worker(["onnx", str(model), str(out), str(opset)], env={"TF_USE_LEGACY_KERAS": "1"})
+def tf2onnx_convert(model: Path, out: Path, opset: int = 17, arch: str = "") -> dict[str, Any]:
+    """Keras file -> ONNX with tf2onnx, in a subprocess; NHWC input kept. Legacy files load in
+    tf-keras (a weights-only file with ``arch``: keras.applications:NAME or a tf-keras config
+    JSON); Keras 3 ``.keras`` files use Keras 3's own ONNX export on the TensorFlow backend."""
+    env = {"TF_USE_LEGACY_KERAS": "1"}
+    if str(model).endswith(".keras") and not arch:
+        env = {"KERAS_BACKEND": "tensorflow", "TF_USE_LEGACY_KERAS": "0"}
+    out_s = run_worker(["onnx", str(model), str(out), str(opset), arch], env=env)
     last = [ln for ln in out_s.splitlines() if ln.startswith("{")]
     return json.loads(last[-1]) if last else {}
 
