@@ -324,3 +324,28 @@ def test_existing_output_not_overwritten(tmp_path: Path, testdata: Path) -> None
     with pytest.raises(ConversionError):
         convert_keras(testdata / FILES["resnet8"][0], out)
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_preprocessing_travels_into_the_card(tmp_path: Path, testdata: Path) -> None:
+    src = testdata / FILES["resnet8"][0]
+    out = convert_keras(src, tmp_path / "caffe", preprocess="caffe")
+    pre = json.loads((out / "card.json").read_text())["preprocess"]
+    assert pre["mode"] == "caffe" and pre["channel_order"] == "BGR" and pre["scale"] == 1.0
+    assert pre["mean"] == [103.939, 116.779, 123.68] and pre["layout"] == "NCHW"
+    # a registry card's record (Keras layout NHWC) keeps everything but the layout of the artifact
+    reg = {
+        "layout": "NHWC",
+        "channel_order": "GRAY",
+        "scale": 1 / 255,
+        "mean": [0.5],
+        "std": [0.5],
+        "input_size": [64, 64, 1],
+        "mode": "custom",
+    }
+    out = convert_keras(testdata / FILES["mini_xception"][0], tmp_path / "reg", preprocess=reg)
+    pre = json.loads((out / "card.json").read_text())["preprocess"]
+    assert pre["layout"] == "NCHW" and pre["input_size"] == [1, 64, 64]
+    assert pre["channel_order"] == "GRAY" and pre["mean"] == [0.5] and pre["mode"] == "custom"
+    out = convert_keras(src, tmp_path / "none")
+    pre = json.loads((out / "card.json").read_text())["preprocess"]
+    assert pre["unknown"] is True and pre["layout"] == "NCHW"

@@ -18,6 +18,7 @@ from torch import nn
 
 from converters.keras import convert_keras
 from converters.keras.convert import load_keras_folder
+from converters.keras.preprocess import APPLICATIONS
 from converters.keras.subproc import run_worker
 
 APPS = [
@@ -44,6 +45,8 @@ def test_keras_application_matches_keras(name: str, tmp_path: Path) -> None:
         weights, tmp_path / "out", arch=f"keras.applications:{name}?classifier_activation=null"
     )
     model = load_keras_folder(out)
+    pre = json.loads((out / "card.json").read_text())["preprocess"]
+    assert pre["mode"] == APPLICATIONS[name][0] and pre["layout"] == "NCHW"  # the app's own mode travels
     x, ref = np.load(tmp_path / "x.npy"), np.load(tmp_path / "y.npy")
     assert np.isfinite(ref).all() and ref.std() > 1e-3
     with torch.no_grad():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable
@@ -61,8 +62,9 @@ def _card(
     out_dir: Path,
     tmp: Path,
     targets: set[str],
-    preprocess: Preprocess | None,
+    preprocess: Preprocess | dict[str, Any] | str | None,
     onnx_info: dict[str, Any] | None,
+    arch: Any = None,
 ) -> ModelCard:
     files = []
     for name, role in (
@@ -99,8 +101,24 @@ def _card(
             "input_names": (onnx_info or {}).get("inputs"),
             "converter": (onnx_info or {}).get("exporter", "tf2onnx"),
         }
+    layout = "NCHW" if "torch" in targets else "NHWC"
+    if isinstance(preprocess, str):
+        from converters.keras.preprocess import keras_preprocess
+
+        preprocess = keras_preprocess(preprocess, layout)
+    elif isinstance(preprocess, dict):
+        preprocess = Preprocess.from_dict(preprocess)
+    if preprocess is None and isinstance(arch, str) and arch.startswith(("keras.applications:", "keras:")):
+        from converters.keras.preprocess import application_preprocess
+
+        preprocess = application_preprocess(arch, layout)
+    if preprocess is not None and preprocess.layout != layout:  # the card's layout is the artifact's
+        size = preprocess.input_size
+        if size is not None and len(size) == 3:
+            size = (size[2], size[0], size[1]) if layout == "NCHW" else (size[1], size[2], size[0])
+        preprocess = dataclasses.replace(preprocess, layout=layout, input_size=size)
     pre = preprocess or Preprocess(
-        layout="NCHW" if "torch" in targets else "NHWC",
+        layout=layout,
         unknown=True,
         note="preprocessing not recorded in the Keras file; the PyTorch module takes NCHW, the ONNX NHWC",
     )
@@ -140,7 +158,7 @@ def convert_keras(
     to: str | Iterable[str] = ("torch",),
     arch: str | Path | dict[str, Any] | None = None,
     trust_code: bool = False,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | dict[str, Any] | str | None = None,
     opset: int = 17,
 ) -> Path:
     """Convert a Keras file (legacy HDF5, ``.keras``, ``.weights.h5`` with ``arch``) into ``out_dir``.
@@ -148,6 +166,9 @@ def convert_keras(
     ``to``: ``torch`` (graph.json + model.safetensors + layermap.json), ``onnx`` (model.onnx via
     tf2onnx in a subprocess, NHWC input) or both / ``all``. Everything is written into a temporary
     folder beside ``out_dir`` and renamed into place, so a failure leaves nothing behind.
+    ``preprocess``: a Preprocess (e.g. from the registry card), its dict, or a Keras mode name
+    ('caffe', 'tf', 'torch'); for ``arch=keras.applications:NAME`` the application's own mode is
+    the default. It is recorded in card.json, never baked into the graph.
     """
     targets = _targets(to)
     path = Path(path)
@@ -177,7 +198,7 @@ def convert_keras(
         if "torch" not in targets:
             for name in ("graph.json", "model.safetensors", "layermap.json"):
                 (tmp / name).unlink()
-        card = _card(src, g, out_dir, tmp, targets, preprocess, onnx_info)
+        card = _card(src, g, out_dir, tmp, targets, preprocess, onnx_info, arch)
         _write_json(tmp / "card.json", card.to_dict())
 
     lm = LayerMap(g.layermap, source_format="keras")
