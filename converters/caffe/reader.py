@@ -9,6 +9,7 @@ array is a zero-copy view into the file's bytes (the only copy of the weights in
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,7 @@ def _varint(buf: memoryview, i: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf: memoryview):  # -> Iterator[tuple[int, int, Any]]
+def _fields(buf: memoryview) -> Iterator[tuple[int, int, Any]]:
     """Yield (field number, wire type, value): ints for varint/fixed, memoryviews for bytes."""
     i, n = 0, len(buf)
     while i < n:
@@ -240,7 +241,7 @@ def _blob(buf: memoryview) -> np.ndarray:
                 elif n2 == 1:
                     shape.append(v2)
         elif num == 5:
-            chunks.append(np.frombuffer(val, dtype="<f4") if wt == 2 else np.frombuffer(val, dtype="<f4"))
+            chunks.append(np.frombuffer(val, dtype="<f4"))  # packed run, or one unpacked float
         elif num == 8:
             dchunks.append(np.frombuffer(val, dtype="<f8"))
         elif num in legacy and wt == 0:
