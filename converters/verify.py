@@ -162,9 +162,13 @@ def verify_folder(
         import onnxruntime as ort
 
         sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        feed = {i.name: x for i, x in zip(sess.get_inputs(), xs, strict=True)}
+        nhwc = card.get("architecture", {}).get("artifacts", {}).get("model.onnx", {}).get("layout") == "NHWC"
+        feed = {i.name: (x.transpose(0, 2, 3, 1) if nhwc and x.ndim == 4 else x)
+                for i, x in zip(sess.get_inputs(), xs, strict=True)}
         got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed), strict=True))
-        runs["onnx"] = [got[n] for n in names]
+        if nhwc:  # the card says the ONNX keeps the source's NHWC layout (Keras via tf2onnx)
+            got = {k: (v.transpose(0, 3, 1, 2) if v.ndim == 4 else v) for k, v in got.items()}
+        runs["onnx"] = [got[n] for n in names] if all(n in got for n in names) else list(got.values())
     with tempfile.TemporaryDirectory() as td:
         if source == "caffe":
             import cv2
@@ -197,6 +201,8 @@ def verify_folder(
         first = None
         if not passed and net is not None:
             first = first_diverging_layer(model, net, graph, xs, atol)
+        elif not passed and hasattr(mod, "first_diverging_layer"):  # the plugged-in source's own
+            first = mod.first_diverging_layer(model, folder, card, graph, xs, atol)
     result = {
         "reference": label,
         "atol": atol, "inputs": [list(x.shape) for x in xs], "backends": list(runs),

@@ -132,7 +132,7 @@ def test_input_is_nchw(key: str, converted: dict[str, Path]) -> None:
     h, w, c = FILES[key][1]
     model = load_keras_folder(converted[key])
     graph = json.loads((converted[key] / "graph.json").read_text())
-    assert graph["inputs"][0]["shape"] == [c, h, w]
+    assert graph["inputs"][0]["shape"] == [1, c, h, w]
     card = json.loads((converted[key] / "card.json").read_text())
     assert card["architecture"]["artifacts"]["model.safetensors"]["layout"] == "NCHW"
     with torch.no_grad():

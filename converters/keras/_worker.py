@@ -280,6 +280,66 @@ def keras_to_numpy(y):  # noqa: ANN001, ANN201
     return keras.ops.convert_to_numpy(y)
 
 
+def _keras3_model(model_path: str, arch: str):  # noqa: ANN202
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    import keras
+
+    if model_path.endswith(".keras") and not arch:
+        return keras.saving.load_model(model_path, compile=False)
+    if arch.startswith(("keras.applications:", "keras:")):
+        name, _, kw = arch.split(":", 1)[1].partition("?")
+        kwargs = {p.partition("=")[0]: json.loads(p.partition("=")[2]) for p in filter(None, kw.split("&"))}
+        model = getattr(keras.applications, name)(weights=None, **kwargs)
+    else:
+        with open(arch) as fh:
+            model = keras.models.model_from_json(fh.read())
+    if model_path.endswith(".weights.h5"):
+        model.load_weights(model_path)
+    else:
+        import h5py
+        from keras.src.legacy.saving import legacy_h5_format
+
+        with h5py.File(model_path, "r") as f:
+            legacy_h5_format.load_weights_from_hdf5_group(f.get("model_weights", f), model)
+    return model
+
+
+def reference(model_path: str, arch: str, out_npz: str, layers: str, *ins: str) -> None:
+    """The source framework's outputs (and every layer's, when ``layers`` is "1")."""
+    import numpy as np
+
+    xs = [np.load(i) for i in ins]
+    keras3 = model_path.endswith((".keras", ".weights.h5"))
+    model = None
+    if not keras3:
+        try:
+            model = _tf_keras_model(model_path, arch)
+            keras = _tf_keras()
+            label = f"tf-keras {keras.__version__}"
+        except Exception:  # noqa: BLE001  (a Keras 3 config: fall back to Keras 3 on TensorFlow)
+            if not arch:
+                raise
+    if model is None:
+        model = _keras3_model(model_path, arch)
+        import keras
+
+        label = f"Keras {keras.__version__} (TensorFlow backend)"
+    feed = xs if len(xs) > 1 else xs[0]
+    outs = model(feed, training=False)
+    outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+    arrays = {f"__out{i}": np.asarray(o) for i, o in enumerate(outs)}
+    if layers == "1":
+        import keras as k3  # noqa: F401  (only to pick the right Model class below)
+
+        kmod = _tf_keras() if "tf-keras" in label else k3
+        inner = [la for la in model.layers if type(la).__name__ != "InputLayer"]
+        sub = kmod.Model(model.inputs, [la.output for la in inner])
+        for la, o in zip(inner, sub(feed, training=False), strict=True):
+            arrays[la.name] = np.asarray(o)
+    meta = {"label": label, "outputs": [f"__out{i}" for i in range(len(outs))]}
+    np.savez(out_npz, __meta__=np.array(json.dumps(meta)), **arrays)
+
+
 def main(argv: list[str]) -> int:
     cmd, args = argv[0], argv[1:]
     fns = {
@@ -289,6 +349,7 @@ def main(argv: list[str]) -> int:
         "app-predict": app_predict,
         "app-make": app_make,
         "coverage": make_coverage,
+        "reference": reference,
     }
     fns[cmd](*args)
     return 0

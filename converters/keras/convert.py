@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.keras.graph import KerasGraph, build_graph
-from converters.keras.reader import KerasSource, read_keras
+from converters.keras.reader import KerasSource, app_spec, app_spec_str, read_keras
 from zoo.cards import Checksum, FileRef, ModelCard, Preprocess
 from zoo.errors import ConversionError
 
@@ -43,6 +43,7 @@ def graph_document(g: KerasGraph, src: KerasSource) -> dict[str, Any]:
     return {
         "format": GRAPH_FORMAT,
         "version": GRAPH_VERSION,
+        "source": "keras",
         "source_framework": "keras",
         "keras_version": src.keras_version,
         "layout": "NCHW",
@@ -50,6 +51,20 @@ def graph_document(g: KerasGraph, src: KerasSource) -> dict[str, Any]:
         "outputs": g.outputs,
         "nodes": g.nodes,
     }
+
+
+def _arch_ref(arch: Any, folder: Path) -> str:
+    """How a subprocess finds the architecture again: a keras.applications spec string, a config
+    JSON path, or (for a config dict) ``keras_config.json`` written into the output folder."""
+    if arch is None:
+        return ""
+    spec = app_spec(arch if not isinstance(arch, Path) else str(arch))
+    if spec is not None:
+        return app_spec_str(*spec)
+    if isinstance(arch, dict):
+        _write_json(folder / "keras_config.json", arch)
+        return "keras_config.json"
+    return str(Path(arch).resolve())
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -108,10 +123,11 @@ def _card(
         preprocess = keras_preprocess(preprocess, layout)
     elif isinstance(preprocess, dict):
         preprocess = Preprocess.from_dict(preprocess)
-    if preprocess is None and isinstance(arch, str) and arch.startswith(("keras.applications:", "keras:")):
+    spec = app_spec(arch)
+    if preprocess is None and spec is not None:
         from converters.keras.preprocess import application_preprocess
 
-        preprocess = application_preprocess(arch, layout)
+        preprocess = application_preprocess(spec[0], layout)
     if preprocess is not None and preprocess.layout != layout:  # the card's layout is the artifact's
         size = preprocess.input_size
         if size is not None and len(size) == 3:
@@ -138,6 +154,14 @@ def _card(
             "source_sha256": _sha256(src.path),
             "source_format": src.fmt,
             "keras_version": src.keras_version,
+            "source_files": [
+                {
+                    "path": str(src.path.resolve()),
+                    "role": "model" if src.fmt in ("h5-full", "keras3") else "weights",
+                    "sha256": _sha256(src.path),
+                }
+            ],
+            "keras_arch": _arch_ref(arch, tmp) or None,
         },
         files=tuple(files),
         architecture={
@@ -186,12 +210,14 @@ def convert_keras(
         if "onnx" in targets:
             arch_s = ""
             if src.fmt not in ("h5-full", "keras3"):
-                if src.fmt != "h5-weights" or not isinstance(arch, (str, Path)):
+                if src.fmt != "h5-weights" or arch is None:
                     raise ConversionError(
                         f"{path.name}: ONNX export of a weights-only file needs a legacy HDF5 weights file "
                         "and arch=keras.applications:NAME or a tf-keras config JSON"
                     )
-                arch_s = str(Path(arch).resolve()) if Path(str(arch)).is_file() else str(arch)
+                arch_s = _arch_ref(arch, tmp)
+                if arch_s == "keras_config.json":
+                    arch_s = str(tmp / arch_s)
             from converters.keras.subproc import tf2onnx_convert
 
             onnx_info.update(tf2onnx_convert(path.resolve(), tmp / "model.onnx", opset=opset, arch=arch_s))

@@ -810,8 +810,8 @@ def build_graph(src: KerasSource, trust_code: bool = False) -> KerasGraph:
     inputs = [
         {
             "name": n,
-            "shape_keras": list(b.shapes[n]),
-            "shape": _nchw(b.shapes[n]),
+            "shape_keras": [1, *b.shapes[n]],  # batch axis first (any size)
+            "shape": [1, *_nchw(b.shapes[n])],
             "layout": "NCHW" if len(b.shapes[n]) == 3 else "N...",
         }
         for n in in_names

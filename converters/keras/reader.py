@@ -148,18 +148,56 @@ def _keras3_weights(h5: Any, config: dict[str, Any], path: Path) -> dict[str, li
     return out
 
 
+def app_spec(arch: Any) -> tuple[str, dict[str, Any]] | None:
+    """``(NAME, kwargs)`` when ``arch`` names a keras.applications builder, else None. Accepts
+    ``keras.applications:NAME?k=json&...``, ``keras.applications.NAME`` and a registry card's
+    architecture ``{"builder": "keras.applications.NAME", "kwargs": {...}}``."""
+    if isinstance(arch, dict):
+        b = arch.get("builder")
+        if isinstance(b, str) and b.startswith("keras.applications."):
+            return b.rsplit(".", 1)[-1], dict(arch.get("kwargs") or {})
+        return None
+    if not isinstance(arch, str):
+        return None
+    if arch.startswith(("keras.applications:", "keras:")):
+        name, _, kw = arch.split(":", 1)[1].partition("?")
+        kwargs: dict[str, Any] = {}
+        for part in filter(None, kw.split("&")):
+            k, _, v = part.partition("=")
+            try:
+                kwargs[k] = json.loads(v)
+            except json.JSONDecodeError:
+                kwargs[k] = v
+        return name, kwargs
+    if arch.startswith("keras.applications.") and not Path(arch).exists():
+        return arch.rsplit(".", 1)[-1], {}
+    return None
+
+
+def app_spec_str(name: str, kwargs: dict[str, Any]) -> str:
+    """The string form ``keras.applications:NAME?k=json&...`` (for subprocess arguments)."""
+    q = "&".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in kwargs.items())
+    return f"keras.applications:{name}" + (f"?{q}" if q else "")
+
+
 def _load_arch(arch: str | Path | dict[str, Any] | None, path: Path) -> dict[str, Any] | None:
-    """An architecture for a weights-only file: a config dict, a JSON file, or
-    ``keras.applications:NAME`` (built with Keras on the torch backend in a subprocess)."""
+    """An architecture for a weights-only file: a Keras model config (dict or JSON file) or a
+    keras.applications builder (see :func:`app_spec`; its config comes from Keras 3 on the torch
+    backend in a subprocess)."""
     if arch is None:
         return None
-    if isinstance(arch, dict):
-        return arch
-    s = str(arch)
-    if s.startswith("keras.applications:") or s.startswith("keras:"):
+    spec = app_spec(arch if not isinstance(arch, Path) else str(arch))
+    if spec is not None:
         from converters.keras.subproc import keras_app_config
 
-        return keras_app_config(s.split(":", 1)[1])
+        return keras_app_config(*spec)
+    if isinstance(arch, dict):
+        if "class_name" not in arch:
+            raise ConversionError(
+                f"architecture {arch!r} is neither a Keras model config nor a keras.applications builder"
+            )
+        return arch
+    s = str(arch)
     p = Path(s)
     if p.is_file():
         try:

@@ -66,37 +66,36 @@ def tf2onnx_convert(model: Path, out: Path, opset: int = 17, arch: str = "") -> 
     return json.loads(last[-1]) if last else {}
 
 
-def _split(spec: str) -> tuple[str, str]:
-    name, _, kw = spec.partition("?")
-    kwargs: dict[str, Any] = {}
-    for part in filter(None, kw.split("&")):
-        k, _, v = part.partition("=")
-        try:
-            kwargs[k] = json.loads(v)
-        except json.JSONDecodeError:
-            kwargs[k] = v
-    return name, json.dumps(kwargs)
-
-
-def keras_app_config(spec: str) -> dict[str, Any]:
-    """The config of ``keras.applications.NAME(weights=None, **kwargs)`` (``NAME?k=v&...``),
-    built by Keras 3 on the torch backend in a subprocess (no TensorFlow)."""
-    name, kwargs = _split(spec)
+def keras_app_config(name: str, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The config of ``keras.applications.NAME(weights=None, **kwargs)``, built by Keras 3 on the
+    torch backend in a subprocess (no TensorFlow)."""
     with tempfile.TemporaryDirectory() as td:
         out = Path(td) / "config.json"
-        run_worker(["app-config", name, kwargs, str(out)], env={"KERAS_BACKEND": "torch"})
+        run_worker(["app-config", name, json.dumps(kwargs or {}), str(out)], env={"KERAS_BACKEND": "torch"})
         return json.loads(out.read_text())
 
 
-def keras_app_predict(spec: str, weights: Path, x: Any) -> Any:
-    """Keras 3 (torch backend) output of ``keras.applications.NAME`` with legacy-HDF5 weights."""
+def keras_reference(model: Path, arch: str, xs: list[Any], layers: bool = False) -> dict[str, Any]:
+    """The source Keras's outputs on ``xs`` (Keras layout), in a subprocess: tf-keras for legacy
+    files (``arch``: "" for a full model, a keras.applications spec or a config JSON path), Keras 3
+    on the TensorFlow backend for ``.keras`` / ``.weights.h5``. Returns ``{"__label__": str,
+    "__outputs__": [names], name: array}``, with every layer's output when ``layers``."""
     import numpy as np
 
-    name, kwargs = _split(spec)
     with tempfile.TemporaryDirectory() as td:
-        xi, yo = Path(td) / "x.npy", Path(td) / "y.npy"
-        np.save(xi, np.asarray(x, dtype=np.float32))
+        ins = []
+        for i, x in enumerate(xs):
+            p = Path(td) / f"x{i}.npy"
+            np.save(p, np.asarray(x, dtype=np.float32))
+            ins.append(str(p))
+        out = Path(td) / "y.npz"
         run_worker(
-            ["app-predict", name, kwargs, str(weights), str(xi), str(yo)], env={"KERAS_BACKEND": "torch"}
+            ["reference", str(model), arch, str(out), "1" if layers else "0", *ins],
+            env={"TF_USE_LEGACY_KERAS": "1"},
         )
-        return np.load(yo)
+        with np.load(out, allow_pickle=False) as z:
+            res: dict[str, Any] = {k: z[k] for k in z.files}
+    meta = json.loads(str(res.pop("__meta__")))
+    res["__label__"] = meta["label"]
+    res["__outputs__"] = meta["outputs"]
+    return res
