@@ -53,3 +53,37 @@ def test_verify_keras3_and_weights_only(tmp_path: Path) -> None:
     out = convert_keras(d / "func.weights.h5", tmp_path / "w", arch=cfg)
     assert (out / "keras_config.json").is_file()
     assert verify_folder(out, reference="source", batch=2)["passed"]
+
+
+def test_cli_convert_keras_file_then_verify(testdata: Path, tmp_path: Path) -> None:
+    """`zoo convert FILE.h5 --to all --preprocess ...` then `zoo verify` (tf-keras as the reference)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+
+    def zoo(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "zoo.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            env=dict(os.environ),
+            timeout=600,
+        )
+
+    out = tmp_path / "vww"
+    r = zoo("convert", str(testdata / VWW), "--to", "all", "-o", str(out), "--preprocess", "scale=1/255")
+    assert r.returncode == 0, r.stderr
+    conv = json.loads((out / "card.json").read_text())
+    assert conv["preprocess"]["scale"] == pytest.approx(1 / 255) and conv["preprocess"]["layout"] == "NCHW"
+    assert conv["architecture"]["artifacts"]["model.onnx"]["layout"] == "NHWC"
+    r = zoo("verify", str(out), "--batch", "3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "tf-keras" in r.stdout and r.stdout.strip().endswith("passed")
+    bad = tmp_path / "bad.h5"
+    bad.write_text("not hdf5")
+    r = zoo("convert", str(bad), "-o", str(tmp_path / "o2"))
+    assert r.returncode == 8 and r.stderr.count("\n") == 1 and "not an HDF5" in r.stderr
+    assert not (tmp_path / "o2").exists()

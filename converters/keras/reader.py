@@ -192,11 +192,9 @@ def _load_arch(arch: str | Path | dict[str, Any] | None, path: Path) -> dict[str
 
         return keras_app_config(*spec)
     if isinstance(arch, dict):
-        if "class_name" not in arch:
-            raise ConversionError(
-                f"architecture {arch!r} is neither a Keras model config nor a keras.applications builder"
-            )
-        return arch
+        if "class_name" in arch and isinstance(arch.get("config"), (dict, list)):
+            return arch
+        return None  # a registry card's descriptive record (e.g. "config": "model_config attribute")
     s = str(arch)
     p = Path(s)
     if p.is_file():
