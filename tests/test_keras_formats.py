@@ -115,3 +115,22 @@ def test_onnx(
     assert diff <= 1e-5 * max(1.0, float(np.abs(ref).max()))
     assert (y.argmax(1) == ref.argmax(1)).all()
     _check(out, d, kind)
+
+
+def test_lambda_model_onnx_only_with_trust(tfk: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from zoo.errors import ConversionError
+
+    src = tfk / "lambda.h5"
+    with pytest.raises(ConversionError, match="trust"):
+        convert_keras(src, tmp_path / "a", to="onnx")
+    with pytest.raises(ConversionError, match="'lam'.*onnx"):
+        convert_keras(src, tmp_path / "b", to="torch", trust_code=True)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    out = convert_keras(src, tmp_path / "c", to="onnx", trust_code=True)
+    assert {p.name for p in out.iterdir()} == {"card.json", "model.onnx"}
+    x, ref = np.load(tfk / "x_lambda.npy").astype(np.float32), np.load(tfk / "y_lambda.npy")
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert float(np.abs(y - ref).max()) <= 1e-5

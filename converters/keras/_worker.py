@@ -262,7 +262,16 @@ def make_coverage(flavor: str, out_dir: str) -> None:
     xs = rng.normal(0, 1, (3, 12, 12, 2)).astype("float32")
     np.save(out / "x_func.npy", xf)
     np.save(out / "x_seq.npy", xs)
-    for name, m, x in (("func", func, xf), ("seq", seq, xs)):
+    models = [("func", func, xf), ("seq", seq, xs)]
+    if flavor == "tf_keras":  # a Lambda layer: only convertible to ONNX, and only when trusted
+        inp = keras.Input((33, 30, 3))
+        t = keras.layers.Conv2D(4, 3, name="c")(inp)
+        t = keras.layers.Lambda(lambda v: v * 0.5 + 1.0, name="lam")(t)
+        t = keras.layers.GlobalAveragePooling2D(name="g")(t)
+        lam = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="d")(t))
+        np.save(out / "x_lambda.npy", xf / 255.0)
+        models.append(("lambda", lam, xf / 255.0))
+    for name, m, x in models:
         y = m(x, training=False)
         np.save(out / f"y_{name}.npy", np.asarray(keras_to_numpy(y) if flavor != "tf_keras" else y.numpy()))
         (out / f"{name}.json").write_text(m.to_json())

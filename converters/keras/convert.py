@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from converters.keras.graph import KerasGraph, build_graph
+from converters.keras.graph import KerasGraph, build_graph, has_lambda, inputs_only
 from converters.keras.reader import KerasSource, app_spec, app_spec_str, read_keras
 from zoo.cards import Checksum, FileRef, ModelCard, Preprocess
 from zoo.errors import ConversionError
@@ -138,7 +138,7 @@ def _card(
         unknown=True,
         note="preprocessing not recorded in the Keras file; the PyTorch module takes NCHW, the ONNX NHWC",
     )
-    n_params = int(sum(a.size for a in g.tensors.values()))  # as Keras counts (BN moving stats too)
+    n_params = int(sum(a.size for a in g.tensors.values())) or None  # as Keras counts (BN stats too)
     stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in src.path.stem) or "model"
     return ModelCard(
         id=f"converted/{stem}",
@@ -200,7 +200,13 @@ def convert_keras(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConversionError(f"{out_dir}: output folder exists and is not empty")
     src = read_keras(path, arch=arch)
-    g = build_graph(src, trust_code=trust_code)  # validates the whole model, also for ONNX only
+    try:
+        g = build_graph(src, trust_code=trust_code)  # validates the whole model, also for ONNX only
+    except ConversionError:
+        # a trusted Lambda model can still go to ONNX (tf-keras runs the Lambda, tf2onnx traces it)
+        if not (trust_code and targets == {"onnx"} and has_lambda(src.config)):
+            raise
+        g = inputs_only(src)
     from converters.folder import write_folder
     from converters.layermap import LayerMap
 

@@ -330,7 +330,9 @@ class _Builder:
                 raise ConversionError(
                     f"layer {lname!r} is a Lambda layer (arbitrary code); refused without trust_code"
                 )
-            raise ConversionError(f"layer {lname!r}: Lambda layers cannot be converted to a graph")
+            raise ConversionError(
+                f"layer {lname!r}: a Lambda layer's Python code cannot become a PyTorch graph (use to='onnx')"
+            )
         if handler is None:
             raise ConversionError(f"layer {lname!r} of type {cls} is not supported by the Keras converter")
         if cfg.get("data_format", "channels_last") != "channels_last":
@@ -838,3 +840,29 @@ def same_pads(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
 
 
 __all__ = ["KerasGraph", "build_graph", "sanitize", "same_pads", "math"]
+
+
+def has_lambda(config: dict[str, Any] | None) -> bool:
+    """True when the model config holds a Lambda layer (arbitrary Python code)."""
+    if not config:
+        return False
+    _, layers, _ = _unwrap_model(config)
+    return any(layer.get("class_name") == "Lambda" for layer in layers)
+
+
+def inputs_only(src: KerasSource) -> KerasGraph:
+    """A graph with just the model's inputs (for an ONNX-only conversion of a trusted Lambda model)."""
+    _, layers, _ = _unwrap_model(src.config or {})
+    b = _Builder(src, trust_code=True)
+    for layer in layers:
+        if layer["class_name"] == "InputLayer":
+            b.layer(layer, [])
+    if not b.input_names and layers:
+        shp = _input_shape(layers[0].get("config", {}))
+        if shp is not None:
+            b.op_InputLayer("input", "InputLayer", {"batch_input_shape": [None, *shp]}, [], [])
+    ins = [
+        {"name": n, "shape_keras": [1, *b.shapes[n]], "shape": [1, *_nchw(b.shapes[n])], "layout": "NCHW"}
+        for n in b.input_names
+    ]
+    return KerasGraph([], ins, [])
