@@ -23,11 +23,9 @@ The layout (the contract; docs/cache.md says the same for users)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError
+from zoo.fileio import atomic_write_text, sha256_file  # noqa: F401 - re-exported
 from zoo.paths import zoo_home
 
 __all__ = [
@@ -85,28 +84,6 @@ def view_path(model_id: str, file_key: str, home: Path | None = None) -> Path:
     _check_model_id(model_id)
     _check_file_key(file_key)
     return _home(home) / "files" / model_id / file_key
-
-
-def sha256_file(path: Path) -> str:
-    """The full sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_ref(model_id: str, file_key: str, home: Path | None = None) -> dict[str, Any] | None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from zoo.cards import Checksum, FileRef, Metric, ModelCard, Preprocess
 from zoo.errors import RegistryError
+from zoo.fileio import atomic_write_json, sha256_file
 from zoo.registry import Registry, catalog_path, validate_entries
 
 FORMAT_BY_SUFFIX = {
@@ -19,27 +18,6 @@ FORMAT_BY_SUFFIX = {
     ".h5": ("keras", "h5"), ".hdf5": ("keras", "h5"), ".keras": ("keras", "keras"),
     ".caffemodel": ("caffe", "caffemodel"),
 }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _atomic_write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_card(path: Path, model_id: str, *, name: str | None = None,
@@ -67,7 +45,7 @@ def build_card(path: Path, model_id: str, *, name: str | None = None,
         if not p.is_file():
             raise RegistryError(f"no such file: {p}")
         return FileRef(name=p.name, urls=(p.as_uri(),), size=p.stat().st_size, role=role,
-                       checksum=Checksum("sha256", _sha256(p), "computed by zoo register"))
+                       checksum=Checksum("sha256", sha256_file(p), "computed by zoo register"))
 
     files = [ref(path, "weights")] + [ref(p, "definition") for p in extra_files]
     metrics = (Metric("top1", top1, dataset or "unknown", "user"),) if top1 is not None else ()
@@ -99,7 +77,7 @@ def register(card: ModelCard, *, home: Path | None = None, replace: bool = False
         models = [m for m in data["models"] if m.get("id") != card.id] + [card.to_dict()]
         data["models"] = models
         validate_entries(data, str(cat))
-        _atomic_write_json(cat, data)
+        atomic_write_json(cat, data)
     return cat
 
 
@@ -114,4 +92,4 @@ def unregister(model_id: str, *, home: Path | None = None) -> None:
         data["models"] = [m for m in data["models"] if m.get("id") != model_id]
         if len(data["models"]) == before:
             raise RegistryError(f"{model_id} is not in the user catalogue {cat}")
-        _atomic_write_json(cat, data)
+        atomic_write_json(cat, data)

@@ -7,7 +7,6 @@ files with ``arch``), a PyTorch state dict with ``arch="torchvision:NAME"``, or 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -16,6 +15,7 @@ from typing import Any
 
 from zoo.cards import ModelCard, Preprocess
 from zoo.errors import ConversionError
+from zoo.fileio import atomic_write_json
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
@@ -51,14 +51,6 @@ def _parse_arch(arch: str | None) -> str | None:
     raise ConversionError(f"--arch {arch!r}: expected torchvision:NAME (e.g. torchvision:resnet50)")
 
 
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def convert_torchvision(name: str, out_dir: Path, weights: Path | None, card: ModelCard | None,
                         to: str) -> Path:
     """torchvision NAME (+ local weights) -> ``out_dir/model.onnx`` verified with onnxruntime."""
@@ -80,9 +72,9 @@ def convert_torchvision(name: str, out_dir: Path, weights: Path | None, card: Mo
             "artifacts": {"model.onnx": {"layout": "NCHW", "input_shape": res.get("input_shape")}},
             "preprocess": (card.preprocess.to_dict() if card else {"unknown": True}),
         }
-        _write_json_atomic(meta, tmp / "card.json")
+        atomic_write_json(tmp / "card.json", meta)
         res["onnx"] = str(out_dir / "model.onnx")
-        _write_json_atomic({"reference": "torch", **res}, tmp / "verify.json")
+        atomic_write_json(tmp / "verify.json", {"reference": "torch", **res})
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(tmp, out_dir)
