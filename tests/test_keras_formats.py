@@ -134,3 +134,26 @@ def test_lambda_model_onnx_only_with_trust(tfk: Path, tmp_path: Path) -> None:
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     assert float(np.abs(y - ref).max()) <= 1e-5
+
+
+def test_weights_only_file_with_other_layer_names_loads_by_order(tfk: Path, tmp_path: Path) -> None:
+    """Old Keras Applications files name layers differently; Keras loads them by order, so do we."""
+    src = tfk / "seq_weights.h5"
+    renamed = tmp_path / "old_names.h5"
+    with h5py.File(src, "r") as f, h5py.File(renamed, "w") as g:
+        for k, v in f.attrs.items():
+            g.attrs[k] = v
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in f.attrs["layer_names"]]
+        for n in names:
+            f.copy(f[n], g, name=f"old_{n}")
+        g.attrs["layer_names"] = np.array([f"old_{n}".encode() for n in names])
+    out = convert_keras(renamed, tmp_path / "o", arch=tfk / "seq.json")
+    _check(out, tfk, "seq")
+    # when the order does not line up, a clear one-line error instead of wrong weights
+    with h5py.File(renamed, "r+") as g:
+        ln = list(g.attrs["layer_names"])
+        g.attrs["layer_names"] = np.array(ln[1:])  # drop one weight-bearing layer
+    from zoo.errors import ConversionError
+
+    with pytest.raises(ConversionError, match="not in the model"):
+        convert_keras(renamed, tmp_path / "o2", arch=tfk / "seq.json")

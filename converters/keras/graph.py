@@ -757,6 +757,23 @@ class _Builder:
         self.param(mod, "weight", w["alpha"], t, "reshape(-1)")
 
 
+def _remap_by_order(
+    src: KerasSource, layers: list[dict[str, Any]]
+) -> dict[str, list[tuple[str, np.ndarray]]] | None:
+    """File layers with weights -> config layers with weights, in order (as Keras's legacy
+    ``load_weights`` does), when counts and every shape-free weight count agree."""
+    want = [(layer_name(la), la) for la in layers if _expected(la["class_name"], la.get("config", {}))]
+    have = [(n, ws) for n, ws in src.weights.items() if ws]
+    if len(want) != len(have):
+        return None
+    out: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for (name, la), (_, ws) in zip(want, have, strict=True):
+        if len(ws) != len(_expected(la["class_name"], la.get("config", {}))):
+            return None
+        out[name] = ws
+    return out
+
+
 def build_graph(src: KerasSource, trust_code: bool = False) -> KerasGraph:
     """Turn a Keras config + weights into graph nodes (PyTorch NCHW semantics) and tensors."""
     if src.config is None:
@@ -775,6 +792,13 @@ def build_graph(src: KerasSource, trust_code: bool = False) -> KerasGraph:
             )
     config_names = set(names)
     extra = [n for n, ws in src.weights.items() if ws and n not in config_names]
+    if extra and src.fmt == "h5-weights":
+        # Keras itself loads legacy weights files by order, not by name (old Applications files
+        # use other layer names): do the same when the weight-bearing layers line up one to one
+        remapped = _remap_by_order(src, layers)
+        if remapped is not None:
+            src.weights = remapped
+            extra = []
     if extra:
         raise ConversionError(
             f"{src.path.name}: weights for layer(s) not in the model: {', '.join(extra[:5])} "
