@@ -157,3 +157,29 @@ def test_weights_only_file_with_other_layer_names_loads_by_order(tfk: Path, tmp_
 
     with pytest.raises(ConversionError, match="not in the model"):
         convert_keras(renamed, tmp_path / "o2", arch=tfk / "seq.json")
+
+
+@pytest.mark.parametrize("kind", ["nested", "seq_nested"])
+def test_nested_base_model(tfk: Path, tmp_path: Path, kind: str) -> None:
+    """A base model used as a layer (transfer learning) is inlined; its layers keep their Keras
+    names, ``outer/inner`` where an inner name clashes with an outer one."""
+    import onnxruntime as ort
+
+    out = convert_keras(tfk / f"{kind}.h5", tmp_path / "o", to="all")
+    names = [n["name"] for n in json.loads((out / "graph.json").read_text())["nodes"]]
+    if kind == "nested":
+        assert names == ["conv", "bn", "relu", "base/dense", "gap", "dense"]
+    else:
+        assert names == ["conv", "bn", "relu", "dense", "flat", "head"]
+    model = load_keras_folder(out)
+    assert (
+        isinstance(model.bn, torch.nn.BatchNorm2d)
+        and model.get_submodule(names[3].replace("/", "_")).groups == 6
+    )
+    x, ref = np.load(tfk / f"x_{kind}.npy").astype(np.float32), np.load(tfk / f"y_{kind}.npy")
+    with torch.no_grad():
+        y = model(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    assert float(np.abs(y - ref).max()) <= 1e-5 and ref.std() > 0.01
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert float(np.abs(y - ref).max()) <= 1e-5

@@ -774,6 +774,114 @@ def _remap_by_order(
     return out
 
 
+MODEL_CLASSES = ("Functional", "Model", "Sequential")
+
+
+def _flatten(
+    config: dict[str, Any],
+    weights: dict[str, list[tuple[str, np.ndarray]]],
+    used: set[str],
+    ext_inputs: list[str] | None = None,
+    scope: str = "",
+) -> tuple[list[tuple[dict[str, Any], list[str]]], list[str], list[str]]:
+    """A model config -> ``[(layer, input tensor names)]`` in order, its input and output tensor
+    names. Sequential becomes a chain; nested models (called once) are inlined, their layers
+    keeping their Keras names (``outer/inner`` on a clash) and their weights regrouped by layer."""
+    cls, layers, inner = _unwrap_model(config)
+    out: list[tuple[dict[str, Any], list[str]]] = []
+    local: dict[str, str] = {}
+
+    if not scope:  # the outer model's layers keep their names; nested ones yield on a clash
+        used.update(layer_name(la) for la in layers if la["class_name"] not in MODEL_CLASSES)
+
+    def rename(layer: dict[str, Any]) -> dict[str, Any]:
+        name = layer_name(layer)
+        if not scope:
+            local[name] = name
+            return layer
+        g = name if name not in used else f"{scope}/{name}"
+        k = 2
+        while g in used:
+            g, k = f"{scope}/{name}_{k}", k + 1
+        used.add(g)
+        local[name] = g
+        if g == name:
+            return layer
+        return {**layer, "name": g, "config": {**layer.get("config", {}), "name": g}}
+
+    def add(layer: dict[str, Any], ins: list[str]) -> list[str]:
+        lname = layer_name(layer)
+        if layer["class_name"] in MODEL_CLASSES:
+            group = weights.pop(f"\0{scope}/{lname}", None) if scope else weights.pop(lname, None)
+            if group:  # legacy HDF5: the nested model's weights sit in one group, named by inner layer
+                for stored, arr in group:
+                    weights.setdefault(f"\0{lname}/" + stored.split("/")[0], []).append((stored, arr))
+            sub, _, outs = _flatten(layer, weights, used, ins, lname)
+            out.extend(sub)
+            for k, t in enumerate(outs):
+                local[lname if k == 0 else f"{lname}:{k}"] = t
+            return outs
+        renamed = rename(layer)
+        g = layer_name(renamed)
+        pending = weights.pop(f"\0{scope}/{lname}", None) if scope else None
+        if pending is not None:
+            weights[g] = pending
+        out.append((renamed, ins))
+        return [g]
+
+    if cls == "Sequential":
+        seq = list(layers)
+        prev: str | None = None
+        if ext_inputs:
+            prev = ext_inputs[0]
+            seq = [la for la in seq if la["class_name"] != "InputLayer"]
+        elif not seq:
+            raise ConversionError("empty Sequential model")
+        elif seq[0]["class_name"] != "InputLayer":
+            shp = _input_shape(seq[0].get("config", {}))
+            if shp is None:
+                raise ConversionError("Sequential model without an input shape")
+            seq.insert(
+                0,
+                {
+                    "class_name": "InputLayer",
+                    "name": "input",
+                    "config": {"name": "input", "batch_input_shape": [None, *shp]},
+                },
+            )
+        in_names: list[str] = []
+        for la in seq:
+            (t,) = add(la, [prev] if prev else [])[:1]
+            if la["class_name"] == "InputLayer":
+                in_names.append(t)
+            prev = t
+        return out, (ext_inputs or in_names), [prev] if prev else []
+    in_refs = [_tname(r) for r in _refs(inner.get("input_layers"))]
+    models = {layer_name(la) for la in layers if la["class_name"] in MODEL_CLASSES}
+
+    def tname(r: tuple[str, int, int]) -> str:  # a model used as a layer counts its calls from 1
+        return _tname((r[0], 0, r[2])) if r[0] in models else _tname(r)
+
+    for la in layers:
+        lname = layer_name(la)
+        if la["class_name"] == "InputLayer" and ext_inputs is not None:
+            local[lname] = ext_inputs[in_refs.index(lname)] if lname in in_refs else ext_inputs[0]
+            continue
+        ins = []
+        for r in _inbound(la):
+            t = tname(r)
+            base, _, k = t.partition(":")
+            key = t if t in local else base
+            if key not in local:
+                raise ConversionError(f"layer {lname!r}: input {t!r} is not defined before it")
+            ins.append(local[t] if t in local else local[base] + (f":{k}" if k else ""))
+        if la["class_name"] != "InputLayer" and not ins:
+            raise ConversionError(f"layer {lname!r} has no inbound node")
+        add(la, ins)
+    outs = [local[t] if t in local else t for t in (tname(r) for r in _refs(inner.get("output_layers")))]
+    return out, (ext_inputs or [local[t] for t in in_refs]), outs
+
+
 def build_graph(src: KerasSource, trust_code: bool = False) -> KerasGraph:
     """Turn a Keras config + weights into graph nodes (PyTorch NCHW semantics) and tensors."""
     if src.config is None:
@@ -781,58 +889,36 @@ def build_graph(src: KerasSource, trust_code: bool = False) -> KerasGraph:
             f"{src.path.name}: weights-only file; give its architecture "
             "(arch=config JSON or keras.applications:NAME)"
         )
-    cls, layers, inner = _unwrap_model(src.config)
-    b = _Builder(src, trust_code)
-    names = [layer_name(layer) for layer in layers]
-    for layer in layers:
-        if layer["class_name"] in ("Functional", "Model", "Sequential"):
-            raise ConversionError(
-                f"layer {layer_name(layer)!r} is a nested {layer['class_name']} model; "
-                "nested models are not supported"
-            )
-    config_names = set(names)
-    extra = [n for n, ws in src.weights.items() if ws and n not in config_names]
+    _unwrap_model(src.config)  # validates the model class
+    weights = dict(src.weights)
+    flat, in_names, outputs = _flatten(src.config, weights, set())
+    layers = [la for la, _ in flat]
+    stray = [k for k in weights if k.startswith("\0")]
+    if stray:
+        raise ConversionError(
+            f"{src.path.name}: nested model weights {stray[0][1:]!r} belong to no inner layer"
+        )
+    names = {layer_name(la) for la in layers}
+    extra = [n for n, ws in weights.items() if ws and n not in names]
     if extra and src.fmt == "h5-weights":
         # Keras itself loads legacy weights files by order, not by name (old Applications files
         # use other layer names): do the same when the weight-bearing layers line up one to one
-        remapped = _remap_by_order(src, layers)
+        remapped = _remap_by_order(KerasSource(src.path, src.fmt, None, weights), layers)
         if remapped is not None:
-            src.weights = remapped
+            weights = remapped
             extra = []
     if extra:
         raise ConversionError(
             f"{src.path.name}: weights for layer(s) not in the model: {', '.join(extra[:5])} "
             "(layer/weight count mismatch)"
         )
-    if cls == "Sequential":
-        prev: str | None = None
-        first = layers[0] if layers else None
-        if first is None:
-            raise ConversionError("empty Sequential model")
-        if first["class_name"] != "InputLayer":
-            shp = _input_shape(first.get("config", {}))
-            if shp is None:
-                raise ConversionError("Sequential model without an input shape")
-            b.op_InputLayer("input", "InputLayer", {"batch_input_shape": [None, *shp]}, [], [])
-            prev = "input"
-        for layer in layers:
-            b.layer(layer, [prev] if prev else [])
-            prev = layer_name(layer)
-        in_names = b.input_names[:1]
-        outputs = [prev]
-    else:
-        for layer in layers:
-            ins = [_tname(r) for r in _inbound(layer)]
-            missing = [t for t in ins if t not in b.shapes]
-            if missing:
-                raise ConversionError(
-                    f"layer {layer_name(layer)!r}: input {missing[0]!r} is not defined before it"
-                )
-            if layer["class_name"] != "InputLayer" and not ins:
-                raise ConversionError(f"layer {layer_name(layer)!r} has no inbound node")
-            b.layer(layer, ins)
-        in_names = [_tname(r) for r in _refs(inner.get("input_layers"))]
-        outputs = [_tname(r) for r in _refs(inner.get("output_layers"))]
+    flat_src = KerasSource(src.path, src.fmt, src.config, weights, src.keras_version, src.backend)
+    b = _Builder(flat_src, trust_code)
+    for la, ins in flat:
+        missing = [t for t in ins if t not in b.shapes]
+        if missing:
+            raise ConversionError(f"layer {layer_name(la)!r}: input {missing[0]!r} is not defined before it")
+        b.layer(la, ins)
     inputs = [
         {
             "name": n,
@@ -842,10 +928,6 @@ def build_graph(src: KerasSource, trust_code: bool = False) -> KerasGraph:
         }
         for n in in_names
     ]
-    for o in outputs:
-        if len(b.shapes.get(o, ())) == 3:
-            # image-shaped outputs are NCHW in PyTorch; note it in the graph
-            pass
     return KerasGraph(b.nodes, inputs, outputs, b.tensors, b.layermap)
 
 
