@@ -259,11 +259,14 @@ def cache_verify() -> None:
 
 @cache.command("rm")
 @click.argument("model_id")
-def cache_rm(model_id: str) -> None:
-    """Forget a model's cached files (blobs go at the next prune)."""
+@click.option("--forget-pins", is_flag=True,
+              help="Also forget the pinned sha256 (a later pull may then get different bytes).")
+def cache_rm(model_id: str, forget_pins: bool) -> None:
+    """Forget a model's cached files (blobs go at the next prune; pins stay)."""
     from zoo import cache as zcache
 
-    zcache.remove(model_id)
+    n = zcache.remove(model_id, forget_pins=forget_pins)
+    click.echo(f"forgot {n} cached file(s) of {model_id}")
 
 
 @cache.command("prune")
