@@ -271,35 +271,36 @@ def make_coverage(flavor: str, out_dir: str) -> None:
         lam = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="d")(t))
         np.save(out / "x_lambda.npy", xf / 255.0)
         models.append(("lambda", lam, xf / 255.0))
-        # transfer learning as people write it: a base model used as a layer (names clash)
-        binp = keras.Input((33, 30, 3))
-        t = keras.layers.Conv2D(6, 3, strides=2, padding="same", name="conv")(binp)
-        t = keras.layers.BatchNormalization(name="bn")(t)
-        t = keras.layers.ReLU(name="relu")(t)
-        base = keras.Model(binp, keras.layers.DepthwiseConv2D(3, name="dense")(t), name="base")
-        oinp = keras.Input((33, 30, 3), name="img")
-        t = base(oinp)
-        t = keras.layers.GlobalAveragePooling2D(name="gap")(t)
-        nested = keras.Model(oinp, keras.layers.Dense(4, activation="softmax", name="dense")(t), name="outer")
-        seq_nested = keras.Sequential(
-            [
-                keras.Input((33, 30, 3)),
-                base,
-                keras.layers.Flatten(name="flat"),
-                keras.layers.Dense(3, activation="softmax", name="head"),
-            ],
-            name="seqn",
-        )
-        for m in (nested, seq_nested):
-            for layer in m.layers:
-                for v in layer.weights:
-                    if "variance" in v.name:
-                        v.assign(rng.uniform(0.5, 1.5, tuple(v.shape)).astype("float32"))
-                    else:
-                        v.assign(rng.normal(0.0, 0.3, tuple(v.shape)).astype("float32"))
-        np.save(out / "x_nested.npy", xf / 255.0)
-        np.save(out / "x_seq_nested.npy", xf / 255.0)
-        models += [("nested", nested, xf / 255.0), ("seq_nested", seq_nested, xf / 255.0)]
+
+    # transfer learning as people write it: a base model used as a layer (names clash)
+    binp = keras.Input((33, 30, 3))
+    t = keras.layers.Conv2D(6, 3, strides=2, padding="same", name="conv")(binp)
+    t = keras.layers.BatchNormalization(name="bn")(t)
+    t = keras.layers.ReLU(name="relu")(t)
+    base = keras.Model(binp, keras.layers.DepthwiseConv2D(3, name="dense")(t), name="base")
+    oinp = keras.Input((33, 30, 3), name="img")
+    t = base(oinp)
+    t = keras.layers.GlobalAveragePooling2D(name="gap")(t)
+    nested = keras.Model(oinp, keras.layers.Dense(4, activation="softmax", name="dense")(t), name="outer")
+    seq_nested = keras.Sequential(
+        [
+            keras.Input((33, 30, 3)),
+            base,
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(3, activation="softmax", name="head"),
+        ],
+        name="seqn",
+    )
+    for m in (nested, seq_nested):
+        for layer in m.layers:
+            for v in layer.weights:
+                if "variance" in v.name:
+                    v.assign(rng.uniform(0.5, 1.5, tuple(v.shape)).astype("float32"))
+                else:
+                    v.assign(rng.normal(0.0, 0.3, tuple(v.shape)).astype("float32"))
+    np.save(out / "x_nested.npy", xf / 255.0)
+    np.save(out / "x_seq_nested.npy", xf / 255.0)
+    models += [("nested", nested, xf / 255.0), ("seq_nested", seq_nested, xf / 255.0)]
     for name, m, x in models:
         y = m(x, training=False)
         np.save(out / f"y_{name}.npy", np.asarray(keras_to_numpy(y) if flavor != "tf_keras" else y.numpy()))

@@ -131,21 +131,47 @@ def layer_name(layer: dict[str, Any]) -> str:
     return layer.get("name") or layer["config"]["name"]
 
 
+def _keras3_collect(
+    store: dict[str, list[np.ndarray]], config: dict[str, Any], prefix: str
+) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Layer name -> its variables for one (possibly nested) model in a Keras 3 store. A nested
+    model's entry holds its layers' variables named ``<inner layer>/vars/<i>`` (the legacy
+    HDF5 shape, so both formats inline the same way)."""
+    cls = config.get("class_name")
+    inner = config.get("config")
+    layers = inner["layers"] if isinstance(inner, dict) else inner
+    if cls == "Sequential" and layers and layers[0].get("class_name") == "InputLayer":
+        layers = layers[1:]
+    out: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for layer in layers:
+        lname = layer_name(layer)
+        p = prefix + keras3_layer_paths(config)[lname]
+        if layer["class_name"] in ("Functional", "Model", "Sequential"):
+            sub = _keras3_collect(store, layer, p + "/")
+            group = [
+                (f"{n}/{stored.rsplit('/', 2)[-2]}/{stored.rsplit('/', 1)[-1]}", a)
+                for n, ws in sub.items()
+                for stored, a in ws
+            ]
+            if group:
+                out[lname] = group
+            continue
+        if p in store:
+            out[lname] = [(f"{p}/vars/{i}", a) for i, a in enumerate(store[p])]
+        deeper = [k for k in store if k.startswith(p + "/")]
+        if deeper:
+            raise ConversionError(f"layer {lname!r} holds sub-layers ({deeper[0]}); not supported")
+    return out
+
+
 def _keras3_weights(h5: Any, config: dict[str, Any], path: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
     store = _keras3_store(h5)
     if not store:
         raise ConversionError(f"{path.name}: the Keras 3 weights store holds no variables")
-    out: dict[str, list[tuple[str, np.ndarray]]] = {}
-    for lname, p in keras3_layer_paths(config).items():
-        if p in store:
-            out[lname] = [(f"{p}/vars/{i}", a) for i, a in enumerate(store[p])]
-        nested = [k for k in store if k.startswith(p + "/")]
-        if nested:
-            raise ConversionError(
-                f"{path.name}: layer {lname!r} holds nested layers ({nested[0]}); nested models "
-                "are not supported"
-            )
-    return out
+    try:
+        return _keras3_collect(store, config, "")
+    except ConversionError as e:
+        raise ConversionError(f"{path.name}: {e}") from None
 
 
 def app_spec(arch: Any) -> tuple[str, dict[str, Any]] | None:
