@@ -74,6 +74,10 @@ def test_state_dict_loading_is_weights_only(tmp_path: Path) -> None:
     good = tmp_path / "w.pth"
     torch.save(model.state_dict(), good)
     assert set(load_state_dict(good)) == set(model.state_dict())
+    old = tmp_path / "old.pth"  # the pre-1.6 (non-zip) pickle format
+    torch.save(model.state_dict(), old, _use_new_zipfile_serialization=False)
+    assert old.read_bytes()[:2] == b"\x80\x02"
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in load_state_dict(old).items())
     build_torchvision("mobilenet_v3_small", weights=good)
 
     class Evil:
