@@ -43,21 +43,29 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
 
 
 def build_torchvision(name: str, weights: str | Path | None = None, **kwargs: Any) -> Any:
-    """``torchvision.models.<name>(weights=None)`` with a local state dict loaded (strict)."""
+    """``torchvision.models.<name>(weights=None)`` with a local state dict loaded (strict).
+
+    googlenet / inception_v3 are built as torchvision builds them for its published weights:
+    ``transform_input=True`` (those weights expect it) and aux heads only if the file has them.
+    """
     import torchvision
 
+    state = load_state_dict(weights) if weights is not None else None
+    if state is not None and name in ("googlenet", "inception_v3"):
+        kwargs.setdefault("transform_input", True)
+        kwargs.setdefault("aux_logits", any(k.startswith(("aux", "AuxLogits")) for k in state))
+        kwargs.setdefault("init_weights", False)
     try:
         model = torchvision.models.get_model(name, weights=None, **kwargs)
     except ValueError:
         raise ConversionError(f"unknown torchvision architecture {name!r}") from None
-    if weights is not None:
-        state = load_state_dict(weights)
+    if state is not None:
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
             first = str(e).strip().splitlines()
             raise ConversionError(
-                f"{Path(weights).name} does not fit torchvision {name}: {first[1:2]}"
+                f"{Path(str(weights)).name} does not fit torchvision {name}: {first[1:2]}"
             ) from None
     return model.eval()
 

@@ -92,3 +92,23 @@ def test_state_dict_loading_is_weights_only(tmp_path: Path) -> None:
         build_torchvision("resnet18", weights=good)
     with pytest.raises(ConversionError, match="unknown torchvision"):
         build_torchvision("no_such_net")
+
+
+def test_googlenet_published_layout(tmp_path: Path) -> None:
+    """torchvision's published googlenet / inception_v3 weights have no aux heads and expect
+    transform_input=True: build them the way torchvision's own builder does."""
+    import torchvision
+
+    src = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False)
+    randomize(src)
+    path = tmp_path / "googlenet.pth"
+    torch.save(src.state_dict(), path)
+    model = build_torchvision("googlenet", weights=path)
+    assert model.transform_input and model.aux1 is None
+    ref = torchvision.models.googlenet(
+        weights=None, aux_logits=False, transform_input=True, init_weights=False
+    )
+    ref.load_state_dict(src.state_dict())
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(model(x), ref.eval()(x))
