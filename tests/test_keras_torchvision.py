@@ -25,17 +25,19 @@ def _make(name: str, out: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_keras_vgg16_to_torchvision_vgg16(tmp_path: Path) -> None:
-    d = _make("VGG16", tmp_path)
-    state, lm = keras_to_torchvision(d / "weights.h5", "vgg16", arch=d / "config.json")
-    model = torchvision.models.vgg16(weights=None)
+@pytest.mark.parametrize("name", ["VGG16", "VGG19"])
+def test_keras_vgg_to_torchvision_vgg(name: str, tmp_path: Path) -> None:
+    d = _make(name, tmp_path)
+    state, lm = keras_to_torchvision(d / "weights.h5", name.lower(), arch=d / "config.json")
+    model = torchvision.models.get_model(name.lower(), weights=None)
     model.load_state_dict(state, strict=True)
     model.eval()
     x, ref = np.load(d / "x.npy"), np.load(d / "y.npy")
     with torch.no_grad():
         y = model(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
     diff = float(np.abs(y - ref).max())
-    print(f"Keras VGG16 -> torchvision vgg16: max|diff| = {diff:.3g} (max|ref| {np.abs(ref).max():.3g})")
+    top = float(np.abs(ref).max())
+    print(f"Keras {name} -> torchvision {name.lower()}: max|diff| = {diff:.3g} (max|ref| {top:.3g})")
     assert diff <= 1e-4 and (y.argmax(1) == ref.argmax(1)).all()
     # the map: every torchvision tensor, the first Dense permuted from NHWC to NCHW order
     rows = {r.target: r for r in lm.rows}
@@ -46,6 +48,15 @@ def test_keras_vgg16_to_torchvision_vgg16(tmp_path: Path) -> None:
     assert rows["features.0.weight"].source == "block1_conv1"
     again = LayerMap.from_json(lm.to_json())
     assert again.match({k: v.numpy() for k, v in state.items()}).ok
+    # and back: torchvision weights -> the Keras file's tensors, exactly
+    from converters.keras.reader import read_keras
+    from converters.keras.transforms import apply_to_source
+
+    keras_w = read_keras(d / "weights.h5").weights
+    back = apply_to_source(again.rows, state)
+    assert set(back) == {n for n, ws in keras_w.items() if ws}
+    for n, arrays in back.items():
+        assert all(np.array_equal(a, b) for a, (_, b) in zip(arrays, keras_w[n], strict=True))
     # without the permutation the numbers are wrong: the permutation is what makes this work
     bad = dict(state)
     bad["classifier.0.weight"] = (
