@@ -209,8 +209,12 @@ def _coverage_models(keras, np):  # noqa: ANN001, ANN202
     x = L.Activation("tanh", name="tanh")(x)
     g1 = L.GlobalAveragePooling2D(name="gap")(x)
     g2 = L.GlobalMaxPooling2D(name="gmp")(x)
-    y = L.Concatenate(name="cat_vec")([g1, g2])
-    y = L.Reshape((2, 4, 12), name="reshape")(y)
+    px = L.Dense(8, activation="relu", name="dense_px")(x)  # Dense on an image: per pixel
+    g3 = L.GlobalAveragePooling2D(name="gap_px")(px)
+    y = L.Concatenate(name="cat_vec")([g1, g2, g3])
+    y = L.Reshape((8, 13), name="reshape_seq")(y)
+    y = L.Dense(6, name="dense_seq")(y)  # Dense on a sequence (rank 3)
+    y = L.Reshape((2, 4, 6), name="reshape")(y)
     y = L.Flatten(name="flatten")(y)
     y = L.Dense(10, name="dense")(y)
     y = L.Dropout(0.5, name="drop")(y)
@@ -238,7 +242,7 @@ def _coverage_models(keras, np):  # noqa: ANN001, ANN202
                 if "variance" in vn:
                     a_ = rng.uniform(0.2, 2.0, shape)
                 else:  # the classifier gets small weights so the softmax is not saturated
-                    a_ = rng.normal(0.0, 0.05 if layer.name in ("dense", "d1") else 0.5, shape)
+                    a_ = rng.normal(0.0, 0.2 if layer.name == "dense" else 0.5, shape)
                 v.assign(a_.astype("float32"))
     return func, seq
 

@@ -466,15 +466,16 @@ class _Builder:
         shp = shapes[0]
         w = _layer_weights(self.src, lname, cls, cfg)
         kern = w["kernel"][1]
-        if len(shp) != 1:
-            raise ConversionError(f"layer {lname!r}: Dense on a rank-{len(shp) + 1} tensor is not supported")
+        if len(shp) == 0:
+            raise ConversionError(f"layer {lname!r}: Dense on a scalar is not supported")
         a = {
             "in_features": int(kern.shape[0]),
             "out_features": int(kern.shape[1]),
             "bias": "bias" in w,
             "activation": _activation(cfg.get("activation"), lname, self.k3),
         }
-        mod = self.add(lname, cls, "linear", a, inputs, (a["out_features"],))
+        a["rank"] = len(shp)  # on image tensors (rank 3 in Keras) it acts on the channel axis
+        mod = self.add(lname, cls, "linear", a, inputs, (*shp[:-1], a["out_features"]))
         self.param(mod, "weight", w["kernel"], kern.T, "transpose")
         if "bias" in w:
             self.param(mod, "bias", w["bias"], w["bias"][1], "none")

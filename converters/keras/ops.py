@@ -144,6 +144,9 @@ class KerasLinear(nn.Linear):
         self.activation = attrs.get("activation", "linear")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if x.dim() == 4:  # Dense on an NHWC image acts on channels: dim 1 here
+            y = super().forward(x.permute(0, 2, 3, 1))
+            return apply_activation(y, self.activation, -1).permute(0, 3, 1, 2)
         return apply_activation(super().forward(x), self.activation, -1)
 
 
