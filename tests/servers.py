@@ -214,6 +214,15 @@ class _Server(ThreadingHTTPServer):
         self.hf_repos: dict[str, dict[str, bytes]] = {}
         self.hf_corrupt: dict[tuple[str, str], bool] = {}
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients that hang up mid-body (killed pulls, timeouts) are expected: stay quiet."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
     def hf_commit(self, repo: str) -> str:
         """A commit id that changes whenever the repo's files change (40 hex, like git)."""
         h = hashlib.sha1(repo.encode())
