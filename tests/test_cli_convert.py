@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 from servers import TestServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,10 +20,15 @@ def _zoo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
                           cwd=ROOT, env={**os.environ, **(env or {})}, timeout=600)
 
 
-def test_convert_registry_entry_through_mirror_then_verify(testdata: Path, zoo_home: Path,
+@pytest.mark.parametrize("model_id,reference,layout", [
+    ("testdata/cifar10_quick_v2", "opencv", "NCHW"),  # Caffe, checked against OpenCV dnn
+    ("testdata/vww_96", "source", "NCHW"),  # Keras 2.4 file, checked against tf-keras
+])
+def test_convert_registry_entry_through_mirror_then_verify(model_id: str, reference: str, layout: str,
+                                                           testdata: Path, zoo_home: Path,
                                                            tmp_path: Path) -> None:
     reg = json.loads((ROOT / "registry.json").read_text())
-    card = next(m for m in reg["models"] if m["id"] == "testdata/cifar10_quick_v2")
+    card = next(m for m in reg["models"] if m["id"] == model_id)
     sums = {h: p for h, p in (ln.split() for ln in (testdata / "SHA256SUMS").read_text().splitlines() if ln)}
     with TestServer() as server:
         for f in card["files"]:
@@ -30,15 +36,17 @@ def test_convert_registry_entry_through_mirror_then_verify(testdata: Path, zoo_h
             server.files[f"/{u.netloc}{u.path}"] = (testdata / sums[f["checksum"]["value"]]).read_bytes()
         env = {"ZOO_HOME": str(zoo_home), "ZOO_RETRIES": "1", "ZOO_BACKOFF": "0.01",
                "HTTPS_PROXY": f"http://127.0.0.1:{free_port()}", "NO_PROXY": "127.0.0.1"}
-        out = tmp_path / "cifar"
+        out = tmp_path / "converted"
         r = _zoo("convert", card["id"], "--mirror", server.url, "--to", "all", "-o", str(out), env=env)
         assert r.returncode == 0, r.stderr
     conv = json.loads((out / "card.json").read_text())
-    # the registry card's preprocessing travels with the converted model
-    assert conv["preprocess"]["channel_order"] == card["preprocess"]["channel_order"] == "BGR"
+    # the registry card's preprocessing travels with the converted model (as NCHW for PyTorch)
+    for key in ("channel_order", "scale", "mean", "std"):
+        assert conv["preprocess"].get(key) == card["preprocess"].get(key), key
+    assert conv["preprocess"]["layout"] == layout
     assert {p.name for p in out.iterdir()} >= {"card.json", "graph.json", "model.safetensors",
                                                "layermap.json", "model.onnx"}
-    r = _zoo("verify", str(out), "--reference", "opencv", "--atol", "1e-5")
+    r = _zoo("verify", str(out), "--reference", reference, "--atol", "1e-5")
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads((out / "verify.json").read_text())
     assert res["passed"] and res["rel"] <= 1e-5 and res["argmax_agreement"] == 1.0

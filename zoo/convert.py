@@ -84,13 +84,14 @@ def convert_torchvision(name: str, out_dir: Path, weights: Path | None, card: Mo
     return out_dir
 
 
-def _pick(files: list[Path], card: ModelCard, *suffixes: str, role: str | None = None) -> Path | None:
+def _pick(files: list[Path], card: ModelCard, *suffixes: str,
+          role: str | tuple[str, ...] | None = None) -> Path | None:
     by_name = {p.name: p for p in files}
     for f in card.files:
         p = by_name.get(f.member.rsplit("/", 1)[-1] if f.member else f.name)
         if p is None:
             continue
-        if role and not f.role.startswith(role):
+        if role and not f.role.startswith(role if isinstance(role, tuple) else (role,)):
             continue
         if not suffixes or p.name.lower().endswith(suffixes):
             return p
@@ -136,14 +137,13 @@ def convert(source: str | Path, out_dir: str | Path, *, to: str = "torch", weigh
         return convert_caffe(proto, wts, out_dir, to=to, preprocess=pre,
                              card_extra={"registry_id": card.id})
     if card.framework == "keras":
-        wts = _pick(files, card, *KERAS_SUFFIXES, role="weights")
+        wts = _pick(files, card, *KERAS_SUFFIXES, role=("weights", "model"))
         if wts is None:
             raise ConversionError(f"{card.id}: the card lists no Keras weights file")
         from converters.keras import convert_keras
 
-        karch = arch or (card.architecture or None)
-        if karch and "builder" in karch and "config" not in karch:
-            karch = None if _is_full_model(wts) else karch
+        # A full model file carries its own architecture; weights-only files take the card's builder.
+        karch = arch or (None if _is_full_model(wts) else (card.architecture or None))
         return convert_keras(wts, out_dir, to=to, arch=karch, trust_code=trust_code,
                              preprocess=_as_preprocess(pre))
     if card.source == "torchvision" or card.framework == "pytorch":
@@ -155,6 +155,8 @@ def convert(source: str | Path, out_dir: str | Path, *, to: str = "torch", weigh
 
 
 def _is_full_model(path: Path) -> bool:
+    if path.suffix == ".keras":
+        return True
     try:
         import h5py
 
