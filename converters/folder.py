@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,17 @@ def save_safetensors(
         f.write(hb)
         for a in arrays:
             f.write(memoryview(a.reshape(-1)).cast("B"))
+
+
+def parse_targets(to: str | Iterable[str]) -> set[str]:
+    """``"torch"`` | ``"onnx"`` | ``"all"`` (or a collection of them) -> a set of targets."""
+    ts = {to} if isinstance(to, str) else set(to)
+    if "all" in ts:
+        ts = (ts - {"all"}) | {"torch", "onnx"}
+    bad = ts - {"torch", "onnx"}
+    if bad or not ts:
+        raise ConversionError(f"unknown conversion target(s) {sorted(bad) or '(none)'} (torch, onnx or all)")
+    return ts
 
 
 def _dump(obj: Any, path: Path) -> None:

@@ -10,8 +10,6 @@ fusion off so it computes each layer as Caffe defines it. Other sources plug in 
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from zoo.errors import ConversionError, VerificationError
+from zoo.fileio import atomic_write_json
 
 from .folder import VERIFY, read_folder
 
@@ -104,14 +103,6 @@ def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
     else:
         agree = 1.0
     return {"max_abs_diff": diff, "rel": rel, "argmax_agreement": agree, "shape": list(ref.shape)}
-
-
-def _atomic_json(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def verify_folder(
@@ -208,7 +199,7 @@ def verify_folder(
         "atol": atol, "inputs": [list(x.shape) for x in xs], "backends": list(runs),
         "outputs": outputs, **worst, "first_diverging_layer": first, "passed": passed,
     }
-    _atomic_json(result, folder / VERIFY)
+    atomic_write_json(folder / VERIFY, result)
     if raise_on_fail and not passed:
         where = f", first diverging layer {first!r}" if first else ""
         raise VerificationError(f"{folder}: rel error {worst['rel']:.3g} > {atol:g} "

@@ -7,35 +7,13 @@ ONNX, and writes everything atomically. Light at import: protobuf, torch and h5p
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from zoo.fileio import sha256_file
+
 CONVERTER = "zoo.converters.caffe"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _targets(to: str | Iterable[str]) -> set[str]:
-    items = {to} if isinstance(to, str) else set(to)
-    out: set[str] = set()
-    for t in items:
-        if t == "all":
-            out |= {"torch", "onnx"}
-        elif t in ("torch", "onnx"):
-            out.add(t)
-        else:
-            from zoo.errors import ConversionError
-
-            raise ConversionError(f"unknown conversion target {t!r} (torch, onnx or all)")
-    return out
 
 
 def _preprocess(preprocess: Any, net: Any) -> Any:
@@ -116,12 +94,12 @@ def convert_caffe(
     from zoo.cards import Checksum, FileRef, ModelCard
     from zoo.errors import ConversionError
 
-    from ..folder import write_folder
+    from ..folder import parse_targets, write_folder
     from ..layermap import LayerMap
     from .graph import build_graph
     from .reader import read_prototxt, read_weights
 
-    targets = _targets(to)
+    targets = parse_targets(to)
     prototxt = Path(prototxt)
     net = read_prototxt(prototxt)
     if input_shapes:
@@ -134,12 +112,12 @@ def convert_caffe(
     graph, state, rows = build_graph(net, blobs, wpath)
     lmap = LayerMap(rows, source_format="caffe")
     files = [FileRef(name=prototxt.name, size=prototxt.stat().st_size, role="definition",
-                     checksum=Checksum("sha256", _sha256(prototxt)))]
+                     checksum=Checksum("sha256", sha256_file(prototxt)))]
     src = [{"role": "definition", "path": str(prototxt.resolve()), "sha256": files[0].checksum.value}]
     if wpath is not None:
         fmt = "caffemodel.h5" if wpath.name.endswith(".h5") else "caffemodel"
         files.append(FileRef(name=wpath.name, size=wpath.stat().st_size, role="weights",
-                             checksum=Checksum("sha256", _sha256(wpath))))
+                             checksum=Checksum("sha256", sha256_file(wpath))))
         src.append({"role": "weights", "path": str(wpath.resolve()), "sha256": files[1].checksum.value,
                     "format": fmt})
     name = net.name or prototxt.stem

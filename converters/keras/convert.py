@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from converters.folder import parse_targets
 from converters.keras.graph import KerasGraph, build_graph, has_lambda, inputs_only
 from converters.keras.reader import KerasSource, app_spec, app_spec_str, read_keras
 from zoo.cards import Checksum, FileRef, ModelCard, Preprocess
 from zoo.errors import ConversionError
+from zoo.fileio import atomic_write_json, sha256_file
 
 CONVERTER = "zoo.converters.keras"
 CONVERTER_VERSION = "1"
 GRAPH_FORMAT = "zoo-graph"
 GRAPH_VERSION = 1
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _targets(to: str | Iterable[str]) -> set[str]:
-    ts = {to} if isinstance(to, str) else set(to)
-    if "all" in ts:
-        ts = {"torch", "onnx"}
-    bad = ts - {"torch", "onnx"}
-    if bad or not ts:
-        raise ConversionError(f"unknown conversion target(s) {sorted(bad) or '(none)'} (torch, onnx or all)")
-    return ts
 
 
 def graph_document(g: KerasGraph, src: KerasSource) -> dict[str, Any]:
@@ -62,13 +44,9 @@ def _arch_ref(arch: Any, folder: Path) -> str:
     if spec is not None:
         return app_spec_str(*spec)
     if isinstance(arch, dict):
-        _write_json(folder / "keras_config.json", arch)
+        atomic_write_json(folder / "keras_config.json", arch)
         return "keras_config.json"
     return str(Path(arch).resolve())
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
 
 
 def _card(
@@ -94,7 +72,7 @@ def _card(
                     name=name,
                     urls=((out_dir / name).resolve().as_uri(),),
                     size=p.stat().st_size,
-                    checksum=Checksum("sha256", _sha256(p), "computed at conversion"),
+                    checksum=Checksum("sha256", sha256_file(p), "computed at conversion"),
                     role=role,
                 )
             )
@@ -151,14 +129,14 @@ def _card(
             "publisher": "local conversion",
             "converted_by": f"{CONVERTER} {CONVERTER_VERSION}",
             "generated_from": src.path.name,
-            "source_sha256": _sha256(src.path),
+            "source_sha256": sha256_file(src.path),
             "source_format": src.fmt,
             "keras_version": src.keras_version,
             "source_files": [
                 {
                     "path": str(src.path.resolve()),
                     "role": "model" if src.fmt in ("h5-full", "keras3") else "weights",
-                    "sha256": _sha256(src.path),
+                    "sha256": sha256_file(src.path),
                 }
             ],
             "keras_arch": _arch_ref(arch, tmp) or None,
@@ -194,7 +172,7 @@ def convert_keras(
     ('caffe', 'tf', 'torch'); for ``arch=keras.applications:NAME`` the application's own mode is
     the default. It is recorded in card.json, never baked into the graph.
     """
-    targets = _targets(to)
+    targets = parse_targets(to)
     path = Path(path)
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -231,7 +209,7 @@ def convert_keras(
             for name in ("graph.json", "model.safetensors", "layermap.json"):
                 (tmp / name).unlink()
         card = _card(src, g, out_dir, tmp, targets, preprocess, onnx_info, arch)
-        _write_json(tmp / "card.json", card.to_dict())
+        atomic_write_json(tmp / "card.json", card.to_dict())
 
     lm = LayerMap(g.layermap, source_format="keras")
     write_folder(out_dir, {}, graph_document(g, src), g.tensors, lm.to_dict(), extra=extra)
