@@ -295,3 +295,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def registry_card(model_id: str) -> dict:
+    """The bundled registry.json entry ``model_id`` as a plain dict."""
+    import json
+    from pathlib import Path
+
+    reg = json.loads((Path(__file__).resolve().parents[1] / "registry.json").read_text())
+    return next(m for m in reg["models"] if m["id"] == model_id)
+
+
+def mirror_testdata_card(server: TestServer, card: dict, testdata: object) -> None:
+    """Serve every file of a testdata registry card at ``/<host>/<path>`` (the mirror layout),
+    with the real bytes from ../shared/testdata found by their sha256 in SHA256SUMS."""
+    from pathlib import Path
+
+    root = Path(str(testdata))
+    lines = (root / "SHA256SUMS").read_text().splitlines()
+    by_hash = dict(ln.split(maxsplit=1) for ln in lines if ln.strip())
+    for f in card["files"]:
+        u = urlsplit(f["urls"][0])
+        server.files[f"/{u.netloc}{u.path}"] = (root / by_hash[f["checksum"]["value"]].strip()).read_bytes()
+
+
+def offline_env(home: object) -> dict[str, str]:
+    """Environment for CLI subprocesses: private ZOO_HOME, fast retries, and origins routed to a dead
+    local proxy so no test traffic ever leaves the machine (loopback mirrors still answer)."""
+    return {"ZOO_HOME": str(home), "ZOO_RETRIES": "1", "ZOO_BACKOFF": "0.01",
+            "HTTPS_PROXY": f"http://127.0.0.1:{free_port()}", "NO_PROXY": "127.0.0.1"}

@@ -7,10 +7,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
-from servers import TestServer, free_port
+from servers import TestServer, mirror_testdata_card, offline_env, registry_card
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,15 +26,10 @@ def _zoo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 def test_convert_registry_entry_through_mirror_then_verify(model_id: str, reference: str, layout: str,
                                                            testdata: Path, zoo_home: Path,
                                                            tmp_path: Path) -> None:
-    reg = json.loads((ROOT / "registry.json").read_text())
-    card = next(m for m in reg["models"] if m["id"] == model_id)
-    sums = {h: p for h, p in (ln.split() for ln in (testdata / "SHA256SUMS").read_text().splitlines() if ln)}
+    card = registry_card(model_id)
     with TestServer() as server:
-        for f in card["files"]:
-            u = urlsplit(f["urls"][0])
-            server.files[f"/{u.netloc}{u.path}"] = (testdata / sums[f["checksum"]["value"]]).read_bytes()
-        env = {"ZOO_HOME": str(zoo_home), "ZOO_RETRIES": "1", "ZOO_BACKOFF": "0.01",
-               "HTTPS_PROXY": f"http://127.0.0.1:{free_port()}", "NO_PROXY": "127.0.0.1"}
+        mirror_testdata_card(server, card, testdata)
+        env = offline_env(zoo_home)
         out = tmp_path / "converted"
         r = _zoo("convert", card["id"], "--mirror", server.url, "--to", "all", "-o", str(out), env=env)
         assert r.returncode == 0, r.stderr

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from servers import TestServer, free_port
+from servers import TestServer, free_port, mirror_testdata_card, offline_env, registry_card
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,17 +24,13 @@ def _zoo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_registry_testdata_entries_pull_through_mirror(testdata: Path, zoo_home: Path,
                                                        tmp_path: Path) -> None:
     reg = json.loads((ROOT / "registry.json").read_text())
-    card = next(m for m in reg["models"] if m["id"] == "testdata/lenet_mnist")
+    card = registry_card("testdata/lenet_mnist")
     sums = dict(line.split()[::-1] for line in (testdata / "SHA256SUMS").read_text().splitlines()
                 if line.strip())
     by_hash = {h: p for p, h in sums.items()}
     with TestServer() as server:
-        for f in card["files"]:
-            u = urlsplit(f["urls"][0])
-            server.files[f"/{u.netloc}{u.path}"] = (testdata / by_hash[f["checksum"]["value"]]).read_bytes()
-        # Origins go through a dead local proxy: no test traffic ever leaves the machine.
-        env = {"ZOO_HOME": str(zoo_home), "ZOO_RETRIES": "1", "ZOO_BACKOFF": "0.01",
-               "HTTPS_PROXY": f"http://127.0.0.1:{free_port()}", "NO_PROXY": "127.0.0.1"}
+        mirror_testdata_card(server, card, testdata)
+        env = offline_env(zoo_home)
         dest = tmp_path / "out"
         r = _zoo("pull", card["id"], "--mirror", server.url, "--dest", str(dest), env=env)
         assert r.returncode == 0, r.stderr
