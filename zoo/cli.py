@@ -155,8 +155,10 @@ def _render_card(card: Any) -> None:
             pre += f", minus mean {list(p.mean)}"
         if p.std:
             pre += f", divided by std {list(p.std)}"
-        if p.resize or p.crop:
-            pre += f", resize {p.resize} crop {p.crop}"
+        if p.resize:
+            pre += f", resize {p.resize}"
+        if p.crop:
+            pre += f", crop {p.crop}"
         if p.input_size:
             pre += f", input {list(p.input_size)}"
         if p.interpolation:
