@@ -257,3 +257,26 @@ def test_default_cut_names_a_real_layer(testdata: Path) -> None:
                 "caffe/resnet50_msra", "caffe/squeezenet1_1", "caffe/mobilenet_v1", "caffe/mobilenet_v2",
                 "caffe/lenet_mnist", "caffe/cifar10_quick"} | {d["id"] for d in _load("testdata")}
     assert expected <= set(checked), f"not checked: {sorted(expected - set(checked))}"
+
+
+@pytest.mark.slow
+def test_caffe_params_recount_from_the_deploy_prototxt(testdata: Path) -> None:
+    """Cards whose params were counted from a deploy prototxt we hold: count again, compare."""
+
+    from converters.caffe.reader import read_prototxt
+    from converters.caffe.writer import random_weights
+
+    by_sha = {hashlib.sha256(p.read_bytes()).hexdigest(): p
+              for p in (testdata / "caffe" / "deploy").glob("*.prototxt")}
+    checked = 0
+    for card in json.loads((CURATED / "caffe.json").read_text()):
+        if "params_source" not in card["provenance"]:
+            continue
+        [proto] = [by_sha[f["checksum"]["value"]] for f in card["files"] if f["role"] == "definition"]
+        net = read_prototxt(proto)
+        types = {layer.name: layer.type for layer in net.layers}
+        learnable = sum(b.size for name, blobs in random_weights(net).items()
+                        if types.get(name) != "BatchNorm" for b in blobs)
+        assert card["params"] == learnable, card["id"]
+        checked += 1
+    assert checked >= 8
