@@ -419,8 +419,9 @@ def registry_validate(path: str | None) -> None:
         if not t.is_file() and not path:
             continue
         try:
-            validate_entries(_read_json(t, "registry"), str(t))
-            n = len(_read_json(t, "registry")["models"])
+            data = _read_json(t, "registry")
+            validate_entries(data, str(t))
+            n = len(data["models"])
             click.echo(f"{t}: {n} entries ok")
         except RegistryError as e:
             bad = True
