@@ -90,15 +90,19 @@ def test_unknown_id_is_one_line_with_suggestions(zoo_home: Path) -> None:
     assert len(lines) == 1 and "keras/vgg16" in lines[0], r.stderr
 
 
-def test_malformed_catalogue_is_one_line(zoo_home: Path) -> None:
-    (zoo_home / "catalog.json").write_text('{"schema_version": 1, "models": [{"id": "me/x"}]}')
-    r = zoo("search", "vgg16")
-    assert r.returncode == 3
+def test_malformed_catalogue_entry_is_skipped_with_one_line(zoo_home: Path) -> None:
+    good = json.loads((ROOT / "registry.json").read_text())["models"][0]
+    mine = dict(good, id="me/vgg16-mine", name="my vgg16")
+    (zoo_home / "catalog.json").write_text(json.dumps({"schema_version": 1, "models": [{"id": "me/x"}, mine]}))
+    r = zoo("search", "vgg16", "--limit", "0")
+    assert r.returncode == 0, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "me/x" in lines[0], r.stderr
+    assert len(lines) == 1 and "me/x" in lines[0] and "skipped" in lines[0], r.stderr
+    assert "keras/vgg16" in r.stdout and "me/vgg16-mine" in r.stdout
     (zoo_home / "catalog.json").write_text('{"schema_version": 1, "models": [')
-    r = zoo("search")
-    assert r.returncode == 3 and "line 1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = zoo("search", "vgg16")
+    assert r.returncode == 0 and "keras/vgg16" in r.stdout
+    assert "line 1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_register_then_search_info(zoo_home: Path, tmp_path: Path) -> None:

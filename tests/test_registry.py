@@ -109,11 +109,15 @@ def test_malformed_catalogue_named_with_id_and_path(tmp_path: Path) -> None:
     good = json.loads((ROOT / "registry.json").read_text())["models"][0]
     bad = dict(good, id="me/broken")
     bad["files"] = [dict(good["files"][0], checksum={"algo": "md5", "value": "xyz"})]
-    (tmp_path / "catalog.json").write_text(json.dumps({"schema_version": 1, "models": [bad]}))
-    with pytest.raises(RegistryError) as e:
-        Registry.load(path=ROOT / "registry.json", home=tmp_path)
-    msg = str(e.value)
-    assert "me/broken" in msg and "files[0].checksum" in msg
+    ok = dict(good, id="me/fine", name="a fine model")
+    (tmp_path / "catalog.json").write_text(json.dumps({"schema_version": 1, "models": [bad, ok]}))
+    reg = Registry.load(path=ROOT / "registry.json", home=tmp_path)
+    # the bad entry is skipped with one line naming its id and field path; the rest still works
+    assert len(reg.warnings) == 1
+    assert "me/broken" in reg.warnings[0] and "files[0].checksum" in reg.warnings[0]
+    assert "me/broken" not in reg and "me/fine" in reg
+    with pytest.raises(RegistryError):
+        validate_entries(json.loads((tmp_path / "catalog.json").read_text()), "catalog.json")
 
 
 def test_catalogue_entries_merge_and_override(tmp_path: Path) -> None:

@@ -2,28 +2,44 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from zoo.cards import ModelCard
+from zoo.index import Index, SearchResults, open_index
 from zoo.registry import Registry, SearchQuery
+
+log = logging.getLogger("zoo.registry")
 
 
 def registry(home: Path | None = None) -> Registry:
-    """The bundled registry merged with the user's catalogue."""
+    """The bundled registry merged with the user's catalogue, all cards in memory."""
     return Registry.load(home=home)
 
 
-def search(text: str | None = None, *, home: Path | None = None, **filters: Any) -> list[ModelCard]:
+def index(home: Path | None = None) -> Index:
+    """The search index over the registry and the catalogue (rebuilt when either changed).
+
+    Each catalogue entry that fails validation is skipped and logged once per call, one line.
+    """
+    idx = open_index(home)
+    for line in idx.warnings:
+        log.warning("zoo: warning: %s", line)
+    return idx
+
+
+def search(text: str | None = None, *, home: Path | None = None, **filters: Any) -> SearchResults:
     """Search all models. Filters: source, framework, origin, task, dataset, min_top1,
     max_params, max_gflops, input_size, license, tag; ``sort`` (relevance, top1, params, gflops,
-    name) and ``limit``."""
-    return registry(home).search(SearchQuery(text=text, **filters))
+    name) and ``limit``. The result is a sequence of cards (built when read) with ``ids`` and
+    ``total`` (every match, before ``limit``)."""
+    return index(home).search(SearchQuery(text=text, **filters))
 
 
 def info(model_id: str, *, home: Path | None = None) -> ModelCard:
     """The whole card of one model (UnknownModelError with suggestions if there is none)."""
-    return registry(home).get(model_id)
+    return index(home).get(model_id)
 
 
 def pull(model_id: str, file: str | None = None, dest: str | Path | None = None, *,

@@ -53,35 +53,70 @@ def _format_path(path: Iterable[Any]) -> str:
     return out or "(entry)"
 
 
+def _entry_id(entry: Any, i: int) -> str:
+    return entry.get("id", f"models[{i}]") if isinstance(entry, dict) else f"models[{i}]"
+
+
+def entry_problems(data: Any, origin: str) -> tuple[list[str], dict[int, list[str]]]:
+    """Schema problems of a registry/catalogue document: (document-level, per entry index).
+
+    Each line names the file, the entry id and the field path. Raises RegistryError when ``data``
+    is not a registry at all.
+    """
+    import jsonschema
+
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+        raise RegistryError(f"{origin}: not a zoo registry (expected an object with 'models')")
+    validator = jsonschema.Draft202012Validator(_schema())
+    top = [f"{origin}: {_format_path(err.absolute_path)}: {err.message}"
+           for err in validator.iter_errors({k: v for k, v in data.items() if k != "models"}
+                                            | {"models": []})]
+    card_validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/card", "$defs": _schema()["$defs"]})
+    per: dict[int, list[str]] = {}
+    seen: set[str] = set()
+    for i, entry in enumerate(data["models"]):
+        eid = _entry_id(entry, i)
+        lines = [f"{origin}: entry {eid!r}: {_format_path(err.absolute_path)}: {err.message}"
+                 for err in sorted(card_validator.iter_errors(entry), key=lambda e: list(e.absolute_path))]
+        if eid in seen:
+            lines.append(f"{origin}: entry {eid!r}: id: duplicate id")
+        seen.add(eid)
+        if lines:
+            per[i] = lines
+    return top, per
+
+
 def validate_entries(data: Any, origin: str) -> None:
     """Validate a registry/catalogue document against the schema.
 
     Raises RegistryError naming the file, the entry id and the field path of the first problem
     (all problems are listed, one per line, in ``RegistryError.problems``).
     """
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(_schema())
-    problems: list[str] = []
-    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
-        raise RegistryError(f"{origin}: not a zoo registry (expected an object with 'models')")
-    for err in validator.iter_errors({k: v for k, v in data.items() if k != "models"} | {"models": []}):
-        problems.append(f"{origin}: {_format_path(err.absolute_path)}: {err.message}")
-    card_validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/card", "$defs": _schema()["$defs"]})
-    seen: set[str] = set()
-    for i, entry in enumerate(data["models"]):
-        eid = entry.get("id", f"models[{i}]") if isinstance(entry, dict) else f"models[{i}]"
-        for err in sorted(card_validator.iter_errors(entry), key=lambda e: list(e.absolute_path)):
-            problems.append(f"{origin}: entry {eid!r}: {_format_path(err.absolute_path)}: "
-                            f"{err.message}")
-        if eid in seen:
-            problems.append(f"{origin}: entry {eid!r}: id: duplicate id")
-        seen.add(eid)
+    top, per = entry_problems(data, origin)
+    problems = top + [line for i in sorted(per) for line in per[i]]
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         exc = RegistryError(problems[0] + more)
         exc.problems = problems  # type: ignore[attr-defined]
         raise exc
+
+
+def usable_entries(data: Any, origin: str) -> tuple[list[ModelCard], list[str]]:
+    """Cards of every valid entry of a catalogue, and one warning line per skipped entry."""
+    top, per = entry_problems(data, origin)
+    warnings = list(top)
+    cards: list[ModelCard] = []
+    for i, entry in enumerate(data["models"]):
+        if i in per:
+            warnings.append(per[i][0] + (f" (and {len(per[i]) - 1} more)" if len(per[i]) > 1 else "")
+                            + "; entry skipped")
+            continue
+        try:
+            cards.append(ModelCard.from_dict(entry))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            warnings.append(f"{origin}: entry {_entry_id(entry, i)!r}: malformed ({type(e).__name__}: {e}); "
+                            "entry skipped")
+    return cards, warnings
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -108,7 +143,7 @@ def _parse_cards(entries: list[Any], origin: str) -> list[ModelCard]:
 
 @dataclass
 class SearchQuery:
-    """Filters and ordering for :func:`Registry.search` (None: no filter)."""
+    """Filters and ordering for a search (None: no filter)."""
 
     text: str | None = None
     source: str | None = None  # torchvision | keras | caffe | timm | testdata | user
@@ -125,6 +160,30 @@ class SearchQuery:
     sort: str = "relevance"
     limit: int | None = None
 
+    def tokens(self) -> list[tuple[str, str]]:
+        """The query words as (lower-cased, normalized) pairs; words with no letter or digit drop."""
+        out = []
+        for t in re.split(r"\s+", (self.text or "").strip()):
+            if _norm(t):
+                out.append((t.lower(), _norm(t)))
+        return out
+
+    def check(self) -> None:
+        if self.sort not in SORT_KEYS:
+            raise RegistryError(f"unknown sort key {self.sort!r} (choose from {', '.join(SORT_KEYS)})")
+
+
+# Fields checked against the values the registry actually has (an unknown value is an error).
+CHECKED_FIELDS = ("source", "framework", "task")
+
+
+def check_known_values(q: SearchQuery, known: dict[str, set[str]]) -> None:
+    """RegistryError naming the known values when a --source/--framework/--task value is unknown."""
+    for f in CHECKED_FIELDS:
+        v = getattr(q, f)
+        if v is not None and v.lower() not in {k.lower() for k in known.get(f, set())}:
+            raise RegistryError(f"unknown {f} {v!r} (known: {', '.join(sorted(known.get(f, set())))})")
+
 
 def _norm(s: str) -> str:
     return re.sub(r"[^a-z0-9]", "", s.lower())
@@ -135,33 +194,75 @@ def _model_part(card_id: str) -> str:
     return tail.split(".", 1)[0]
 
 
-def _score_token(tok: str, card: ModelCard) -> float:
-    """How well one query token matches a card (0: not at all)."""
-    nt = _norm(tok)
-    if not nt:
-        return 0.0
-    model = _norm(_model_part(card.id))
-    name = _norm(card.name)
-    fam = _norm(card.family or "")
-    tags = {_norm(t) for t in card.tags}
-    if card.id.lower() == tok.lower():
-        return 200.0
-    if nt == model:
-        return 100.0
-    if nt == name:
-        return 90.0
-    if nt == fam or nt in tags:
-        return 50.0
-    if model.startswith(nt) or name.startswith(nt):
-        return 60.0 - min(20.0, len(model) - len(nt))
-    if nt in _norm(card.id) or nt in name:
-        return 30.0
-    if any(t.startswith(nt) for t in tags) or nt == _norm(card.source):
-        return 20.0
-    return 0.0
+@dataclass(frozen=True)
+class SearchFields:
+    """The normalized text of one card that ranking looks at (also the search index's columns)."""
+
+    id_l: str  # the id, lower-cased
+    norm_id: str  # the id, letters and digits only
+    model: str  # the id's model part (between '/' and the first '.'), normalized
+    name_n: str
+    fam: str
+    tags: str  # "|tag1|tag2|", normalized
+    words: str  # "|w1|w2|": words of the model part (split at _ and -) and of the name, normalized
+    source: str
+    source_n: str
+
+    @classmethod
+    def of(cls, card: ModelCard) -> SearchFields:
+        model_raw = _model_part(card.id)
+        words = {_norm(w) for w in re.split(r"[_\-]+", model_raw)}
+        words |= {_norm(w) for w in re.split(r"[\s(),;:/]+", card.name)}
+        words.discard("")
+        tags = [_norm(t) for t in card.tags]
+        return cls(
+            id_l=card.id.lower(), norm_id=_norm(card.id), model=_norm(model_raw), name_n=_norm(card.name),
+            fam=_norm(card.family or ""), tags="|" + "|".join(t for t in tags if t) + "|",
+            words="|" + "|".join(sorted(words)) + "|", source=card.source, source_n=_norm(card.source),
+        )
+
+    @property
+    def hay(self) -> str:
+        """Every string a match can come from: a query word scores only if it is a substring."""
+        return " ".join((self.norm_id, self.name_n, self.fam, self.tags, self.words, self.source_n))
 
 
-def _input_hw(card: ModelCard) -> int | None:
+# How one query word matches a card, best first. A word's score is the tier's base plus a
+# closeness bonus (99 minus how much longer the card's model name is). Rows are ranked by tier
+# (the weakest word's), then spread over sources (each source's best first), then by score.
+EXACT, PREFIX, SUBSTRING, WEAK = 7, 5, 3, 1
+
+
+def token_score(raw: str, nt: str, f: SearchFields) -> int:
+    """How well one query word (lower-cased ``raw``, normalized ``nt``) matches (0: not at all).
+
+    ``zoo.index`` computes the same numbers in SQL; tests hold the two equal.
+    """
+    if f.id_l == raw:
+        base = EXACT * 1000 + 900
+    elif f.model == nt:
+        base = EXACT * 1000 + 800
+    elif f.name_n == nt:
+        base = EXACT * 1000 + 700
+    elif f.fam == nt:
+        base = EXACT * 1000 + 600
+    elif f"|{nt}|" in f.tags:
+        base = EXACT * 1000 + 500
+    elif f"|{nt}|" in f.words:
+        base = EXACT * 1000 + 400
+    elif f.model.startswith(nt) or f.name_n.startswith(nt):
+        base = PREFIX * 1000
+    elif nt in f.norm_id or nt in f.name_n:
+        base = SUBSTRING * 1000
+    elif f"|{nt}" in f.tags or nt == f.source_n:
+        base = WEAK * 1000
+    else:
+        return 0
+    return base + 99 - min(99, abs(len(f.model) - len(nt)))
+
+
+def input_hw(card: ModelCard) -> int | None:
+    """The input height/width a card's model takes (its crop, else its input size)."""
     p = card.preprocess
     if p.crop:
         return p.crop
@@ -171,108 +272,8 @@ def _input_hw(card: ModelCard) -> int | None:
     return None
 
 
-class Registry:
-    """All known models: the bundled index plus the user's catalogue (user entries win)."""
-
-    def __init__(self, cards: Sequence[ModelCard], origins: dict[str, str] | None = None):
-        self._cards = list(cards)
-        self._by_id = {c.id: c for c in self._cards}
-        self.origins = origins or {}
-
-    @classmethod
-    def load(cls, path: Path | None = None, home: Path | None = None,
-             validate: bool = False) -> Registry:
-        """Read the bundled registry and ``$ZOO_HOME/catalog.json`` (validated, it's user data)."""
-        path = path or bundled_registry_path()
-        data = _read_json(path, "registry")
-        if validate:
-            validate_entries(data, str(path))
-        elif not isinstance(data, dict) or not isinstance(data.get("models"), list):
-            raise RegistryError(f"{path}: not a zoo registry (expected an object with 'models')")
-        cards = _parse_cards(data["models"], str(path))
-        origins = {c.id: "bundled" for c in cards}
-        cat = catalog_path(home)
-        if cat.is_file():
-            cdata = _read_json(cat, "catalogue")
-            validate_entries(cdata, str(cat))
-            user = _parse_cards(cdata["models"], str(cat))
-            known = {c.id: i for i, c in enumerate(cards)}
-            for c in user:
-                if c.id in known:
-                    cards[known[c.id]] = c
-                else:
-                    cards.append(c)
-                origins[c.id] = "catalogue"
-        return cls(cards, origins)
-
-    def __len__(self) -> int:
-        return len(self._cards)
-
-    def __iter__(self):
-        return iter(self._cards)
-
-    def __contains__(self, model_id: object) -> bool:
-        return model_id in self._by_id
-
-    @property
-    def ids(self) -> list[str]:
-        return [c.id for c in self._cards]
-
-    def get(self, model_id: str) -> ModelCard:
-        """The card with this id; UnknownModelError with near matches otherwise."""
-        card = self._by_id.get(model_id)
-        if card is not None:
-            return card
-        raise UnknownModelError(f"unknown model {model_id!r}" + self._suggest(model_id))
-
-    def _suggest(self, model_id: str) -> str:
-        ids = self.ids
-        close = difflib.get_close_matches(model_id, ids, n=5, cutoff=0.6)
-        if len(close) < 3:
-            ranked = [c.id for c in self.search(SearchQuery(text=model_id.replace("/", " "),
-                                                            limit=5))]
-            close += [i for i in ranked if i not in close]
-        close = close[:5]
-        return f"; did you mean: {', '.join(close)}?" if close else "; try `zoo search`"
-
-    def search(self, q: SearchQuery | None = None, **kw: Any) -> list[ModelCard]:
-        """Filter, rank and sort cards. Keyword arguments are :class:`SearchQuery` fields."""
-        q = q or SearchQuery(**kw)
-        if q.sort not in SORT_KEYS:
-            raise RegistryError(f"unknown sort key {q.sort!r} (choose from {', '.join(SORT_KEYS)})")
-        tokens = [t for t in re.split(r"\s+", (q.text or "").strip()) if t]
-        scored: list[tuple[float, int, ModelCard]] = []
-        for i, c in enumerate(self._cards):
-            if not _passes(c, q):
-                continue
-            score = 0.0
-            if tokens:
-                parts = [_score_token(t, c) for t in tokens]
-                if min(parts) <= 0:
-                    continue
-                score = sum(parts)
-            scored.append((score, i, c))
-        if q.sort == "relevance":
-            scored.sort(key=lambda t: (-t[0], t[2].id))
-        elif q.sort == "name":
-            scored.sort(key=lambda t: t[2].id)
-        else:
-            def key(t: tuple[float, int, ModelCard]) -> tuple[bool, float, str]:
-                c = t[2]
-                v = {"top1": c.top1, "params": c.params, "gflops": c.gflops}[q.sort]
-                if v is None:
-                    return (True, 0.0, c.id)
-                return (False, -v if q.sort == "top1" else v, c.id)
-            scored.sort(key=key)
-        out = [c for _, _, c in scored]
-        return out[: q.limit] if q.limit else out
-
-
-def _eq(a: str | None, b: str) -> bool:
-    return a is not None and a.lower() == b.lower()
-
-
-def _passes(c: ModelCard, q: SearchQuery) -> bool:
+def passes(c: ModelCard, q: SearchQuery) -> bool:
+    """Does ``c`` pass the query's filters (text aside)?"""
     if q.source and not _eq(c.source, q.source):
         return False
     if q.framework and not _eq(c.framework, q.framework):
@@ -289,10 +290,135 @@ def _passes(c: ModelCard, q: SearchQuery) -> bool:
         return False
     if q.max_gflops is not None and (c.gflops is None or c.gflops > q.max_gflops):
         return False
-    if q.input_size is not None and _input_hw(c) != q.input_size:
+    if q.input_size is not None and input_hw(c) != q.input_size:
         return False
     if q.license and (c.license is None or q.license.lower() not in c.license.lower()):
         return False
-    if q.tag and _norm(q.tag) not in {_norm(t) for t in c.tags}:
+    if q.tag and f"|{_norm(q.tag)}|" not in SearchFields.of(c).tags:
         return False
     return True
+
+
+def _eq(a: str | None, b: str) -> bool:
+    return a is not None and a.lower() == b.lower()
+
+
+class Registry:
+    """All known models in memory: the bundled index plus the user's catalogue (user entries win).
+
+    Commands use ``zoo.index`` (the same data and ranking from an SQLite index built once per
+    change); this class is the plain reference, and what writers such as ``zoo register`` use.
+    """
+
+    def __init__(self, cards: Sequence[ModelCard], origins: dict[str, str] | None = None,
+                 warnings: Sequence[str] = ()):
+        self._cards = list(cards)
+        self._by_id = {c.id: c for c in self._cards}
+        self.origins = origins or {}
+        self.warnings = list(warnings)  # one line per skipped catalogue entry
+
+    @classmethod
+    def load(cls, path: Path | None = None, home: Path | None = None,
+             validate: bool = False) -> Registry:
+        """Read the bundled registry and ``$ZOO_HOME/catalog.json``.
+
+        The catalogue is user data: each entry is validated, and a bad one is skipped with one
+        line in ``warnings`` (its id and field path); the rest stays usable.
+        """
+        path = path or bundled_registry_path()
+        data = _read_json(path, "registry")
+        if validate:
+            validate_entries(data, str(path))
+        elif not isinstance(data, dict) or not isinstance(data.get("models"), list):
+            raise RegistryError(f"{path}: not a zoo registry (expected an object with 'models')")
+        cards = _parse_cards(data["models"], str(path))
+        origins = {c.id: "bundled" for c in cards}
+        warnings: list[str] = []
+        cat = catalog_path(home)
+        if cat.is_file():
+            user, warnings = usable_entries(_read_json(cat, "catalogue"), str(cat))
+            known = {c.id: i for i, c in enumerate(cards)}
+            for c in user:
+                if c.id in known:
+                    cards[known[c.id]] = c
+                else:
+                    cards.append(c)
+                origins[c.id] = "catalogue"
+        return cls(cards, origins, warnings)
+
+    def __len__(self) -> int:
+        return len(self._cards)
+
+    def __iter__(self):
+        return iter(self._cards)
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._by_id
+
+    @property
+    def ids(self) -> list[str]:
+        return [c.id for c in self._cards]
+
+    def known_values(self) -> dict[str, set[str]]:
+        return {f: {getattr(c, f) for c in self._cards} for f in CHECKED_FIELDS}
+
+    def get(self, model_id: str) -> ModelCard:
+        """The card with this id; UnknownModelError with near matches otherwise."""
+        card = self._by_id.get(model_id)
+        if card is not None:
+            return card
+        raise UnknownModelError(f"unknown model {model_id!r}" + suggestion(
+            model_id, self.ids, [c.id for c in self.search(SearchQuery(
+                text=model_id.replace("/", " "), limit=5))]))
+
+    def search(self, q: SearchQuery | None = None, **kw: Any) -> list[ModelCard]:
+        """Filter, rank and sort cards. Keyword arguments are :class:`SearchQuery` fields."""
+        q = q or SearchQuery(**kw)
+        q.check()
+        tokens = q.tokens()
+        rows: list[tuple[int, int, ModelCard]] = []  # (tier, score, card)
+        for c in self._cards:
+            if not passes(c, q):
+                continue
+            tier = score = 0
+            if tokens:
+                f = SearchFields.of(c)
+                parts = [token_score(raw, nt, f) for raw, nt in tokens]
+                if min(parts) <= 0:
+                    continue
+                tier, score = min(parts) // 1000, sum(parts)
+            rows.append((tier, score, c))
+        out = [c for _, _, c in order_rows(rows, q.sort if tokens or q.sort != "relevance" else "name")]
+        return out[: q.limit] if q.limit else out
+
+
+def order_rows(rows: list[tuple[int, int, ModelCard]], sort: str) -> list[tuple[int, int, ModelCard]]:
+    """Relevance: tier, then each source's best first (round-robin within a tier), then score,
+    source and id. Other sorts: the value (unknown last), then id."""
+    if sort == "relevance":
+        by_group: dict[tuple[int, str], list[tuple[int, int, ModelCard]]] = {}
+        for r in sorted(rows, key=lambda r: (-r[1], r[2].id)):
+            by_group.setdefault((r[0], r[2].source), []).append(r)
+        ranked = [(r, i) for grp in by_group.values() for i, r in enumerate(grp)]
+        ranked.sort(key=lambda t: (-t[0][0], t[1], -t[0][1], t[0][2].source, t[0][2].id))
+        return [r for r, _ in ranked]
+    if sort == "name":
+        return sorted(rows, key=lambda r: r[2].id)
+
+    def key(r: tuple[int, int, ModelCard]) -> tuple[bool, float, str]:
+        c = r[2]
+        v = {"top1": c.top1, "params": c.params, "gflops": c.gflops}[sort]
+        if v is None:
+            return (True, 0.0, c.id)
+        return (False, -v if sort == "top1" else v, c.id)
+
+    return sorted(rows, key=key)
+
+
+def suggestion(model_id: str, ids: Sequence[str], ranked: Sequence[str]) -> str:
+    """"; did you mean: a, b?" from close spellings and the search's own top hits."""
+    close = difflib.get_close_matches(model_id, ids, n=5, cutoff=0.6)
+    if len(close) < 3:
+        close += [i for i in ranked if i not in close]
+    close = close[:5]
+    return f"; did you mean: {', '.join(close)}?" if close else "; try `zoo search`"

@@ -1,0 +1,372 @@
+"""The search index: the registry and the catalogue parsed and validated once per change.
+
+``$ZOO_HOME/index/search-<key>.sqlite`` (``<key>``: a hash of the two files' paths) holds one row
+per card (the ranking's normalized fields, the filter columns and the card's JSON) and an FTS5
+trigram index over the text a query word can match. It is rebuilt (atomically, under a file lock)
+when either file's sha256 differs from the one recorded; a file whose size, mtime and inode are
+unchanged is not re-hashed. Searches rank in SQL with the same numbers as
+:func:`zoo.registry.token_score` and build cards only for the rows a caller reads.
+
+Standard library only (sqlite3), so ``zoo search`` never imports torch, TensorFlow or onnxruntime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+from zoo.cards import ModelCard
+from zoo.errors import RegistryError, UnknownModelError
+from zoo.registry import (
+    CHECKED_FIELDS,
+    EXACT,
+    PREFIX,
+    SUBSTRING,
+    WEAK,
+    SearchFields,
+    SearchQuery,
+    _norm,
+    _parse_cards,
+    _read_json,
+    bundled_registry_path,
+    catalog_path,
+    check_known_values,
+    input_hw,
+    suggestion,
+    usable_entries,
+)
+
+INDEX_VERSION = 1  # bump when the table layout or the ranking's columns change
+
+_COLUMNS = ("id", "id_l", "norm_id", "model", "name_n", "fam", "tags", "words", "source", "source_n",
+            "framework_l", "origin_l", "task_l", "dataset_n", "license_l", "top1", "params", "gflops",
+            "input_hw", "origin", "card")
+
+
+def _stat_key(path: Path) -> str | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
+def _sha256(path: Path) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except FileNotFoundError:
+        return None
+    return h.hexdigest()
+
+
+def _row(card: ModelCard, origin: str) -> tuple[Any, ...]:
+    f = SearchFields.of(card)
+    return (card.id, f.id_l, f.norm_id, f.model, f.name_n, f.fam, f.tags, f.words, f.source, f.source_n,
+            card.framework.lower(), card.origin.lower(), card.task.lower(),
+            _norm(card.dataset) if card.dataset is not None else None,
+            card.license.lower() if card.license is not None else None,
+            card.top1, card.params, card.gflops, input_hw(card), origin,
+            json.dumps(card.to_dict(), separators=(",", ":"), ensure_ascii=False), f.hay)
+
+
+def _build(dest: Path, reg_path: Path, cat_path: Path, meta: dict[str, str]) -> None:
+    """Parse, validate and write a fresh index to ``dest`` (a new file)."""
+    data = _read_json(reg_path, "registry")
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+        raise RegistryError(f"{reg_path}: not a zoo registry (expected an object with 'models')")
+    cards = {c.id: (c, "bundled") for c in _parse_cards(data["models"], str(reg_path))}
+    del data
+    warnings: list[str] = []
+    if cat_path.is_file():
+        try:
+            user, warnings = usable_entries(_read_json(cat_path, "catalogue"), str(cat_path))
+        except RegistryError as e:  # unreadable as a whole: search the bundled registry, say so
+            user, warnings = [], [f"{e}; catalogue skipped"]
+        for c in user:
+            cards[c.id] = (c, "catalogue")
+    con = sqlite3.connect(dest)
+    try:
+        con.executescript(f"""
+            PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;
+            CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT);
+            CREATE TABLE cards(rid INTEGER PRIMARY KEY, {", ".join(_COLUMNS)});
+            CREATE UNIQUE INDEX cards_id ON cards(id);
+            CREATE VIRTUAL TABLE hay USING fts5(txt, content='', tokenize='trigram');
+        """)
+        rows = (_row(c, o) for c, o in cards.values())
+        marks = ", ".join("?" * len(_COLUMNS))
+        for i, r in enumerate(rows, 1):
+            con.execute(f"INSERT INTO cards(rid, {', '.join(_COLUMNS)}) VALUES (?, {marks})", (i, *r[:-1]))
+            con.execute("INSERT INTO hay(rowid, txt) VALUES (?, ?)", (i, r[-1]))
+        known = {f: sorted({getattr(c, f) for c, _ in cards.values()}) for f in CHECKED_FIELDS}
+        meta = {**meta, "warnings": json.dumps(warnings), "known": json.dumps(known),
+                "count": str(len(cards))}
+        con.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+        con.commit()
+    finally:
+        con.close()
+
+
+class Index:
+    """A read-only view of one built index (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self.meta = dict(self.con.execute("SELECT k, v FROM meta"))
+        self.warnings: list[str] = json.loads(self.meta.get("warnings", "[]"))
+        self.known: dict[str, set[str]] = {k: set(v) for k, v in json.loads(self.meta["known"]).items()}
+
+    def __len__(self) -> int:
+        return int(self.meta["count"])
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- lookups
+
+    def card(self, rid: int) -> ModelCard:
+        (text,) = self.con.execute("SELECT card FROM cards WHERE rid = ?", (rid,)).fetchone()
+        return ModelCard.from_dict(json.loads(text))
+
+    def get(self, model_id: str) -> ModelCard:
+        """The card with this id; UnknownModelError with near matches otherwise."""
+        row = self.con.execute("SELECT card FROM cards WHERE id = ?", (model_id,)).fetchone()
+        if row is not None:
+            return ModelCard.from_dict(json.loads(row[0]))
+        ids = [r[0] for r in self.con.execute("SELECT id FROM cards")]
+        ranked = self.search(SearchQuery(text=model_id.replace("/", " "), limit=5))
+        raise UnknownModelError(f"unknown model {model_id!r}" + suggestion(model_id, ids, ranked.ids))
+
+    def origin(self, model_id: str) -> str | None:
+        row = self.con.execute("SELECT origin FROM cards WHERE id = ?", (model_id,)).fetchone()
+        return row[0] if row else None
+
+    # -- search
+
+    def search(self, q: SearchQuery) -> SearchResults:
+        """The rows matching ``q`` in rank order (cards are built only when read)."""
+        q.check()
+        check_known_values(q, self.known)
+        tokens = q.tokens()
+        where: list[str] = []
+        args: list[Any] = []
+        for col, val in (("source", q.source), ("framework_l", q.framework), ("origin_l", q.origin),
+                         ("task_l", q.task)):
+            if val:
+                where.append(f"lower({col}) = ?" if col == "source" else f"{col} = ?")
+                args.append(val.lower())
+        if q.dataset:
+            where.append("instr(dataset_n, ?) > 0")
+            args.append(_norm(q.dataset))
+        for col, op, val in (("top1", ">=", q.min_top1), ("params", "<=", q.max_params),
+                             ("gflops", "<=", q.max_gflops), ("input_hw", "=", q.input_size)):
+            if val is not None:
+                where.append(f"{col} {op} ?")
+                args.append(val)
+        if q.license:
+            where.append("instr(license_l, ?) > 0")
+            args.append(q.license.lower())
+        if q.tag:
+            where.append("instr(tags, ?) > 0")
+            args.append(f"|{_norm(q.tag)}|")
+        long_words = [nt for _, nt in tokens if len(nt) >= 3]
+        if long_words:  # trigram FTS: rows whose text contains every long word as a substring
+            where.append("rid IN (SELECT rowid FROM hay WHERE hay MATCH ?)")
+            args.append(" AND ".join(f'"{nt}"' for nt in long_words))
+        cond = " AND ".join(where) or "1"
+        if tokens:
+            cases, closeness, case_args = [], [], []
+            for i, (raw, nt) in enumerate(tokens):
+                cases.append(f"{_CASE} AS b{i}")
+                closeness.append(f"CASE WHEN b{i} > 0 THEN b{i} + 99 - min(99, abs(ml - {len(nt)})) END AS s{i}")
+                case_args += [raw, nt, nt, nt, f"|{nt}|", f"|{nt}|", len(nt), nt, len(nt), nt, nt, nt,
+                              f"|{nt}", nt]
+            s = [f"s{i}" for i in range(len(tokens))]
+            tier = f"min({', '.join(s if len(s) > 1 else s * 2)}) / 1000"
+            sql = f"""
+                WITH m AS (SELECT rid, id, source, top1, params, gflops, length(model) AS ml, {", ".join(cases)}
+                           FROM cards WHERE {cond}),
+                f AS (SELECT rid, id, source, top1, params, gflops, {", ".join(closeness)} FROM m
+                      WHERE {" AND ".join(f"b{i} > 0" for i in range(len(tokens)))}),
+                g AS (SELECT *, {" + ".join(s)} AS score, {tier} AS tier FROM f),
+                h AS (SELECT *, row_number() OVER (PARTITION BY tier, source ORDER BY score DESC, id) AS srank
+                      FROM g)
+                SELECT rid, id FROM h"""
+            args = case_args + args
+        else:
+            sql = f"SELECT rid, id FROM cards WHERE {cond}"
+        if q.sort == "relevance" and tokens:
+            sql += " ORDER BY tier DESC, srank, score DESC, source, id"
+        elif q.sort in ("relevance", "name"):
+            sql += " ORDER BY id"
+        else:
+            sql += f" ORDER BY {q.sort} IS NULL, {q.sort} {'DESC' if q.sort == 'top1' else 'ASC'}, id"
+        rows = self.con.execute(sql, args).fetchall()
+        total = len(rows)
+        if q.limit:
+            rows = rows[: q.limit]
+        return SearchResults(self, [r[0] for r in rows], [r[1] for r in rows], total)
+
+
+# One query word's tier base in SQL: the same tiers as zoo.registry.token_score (the closeness
+# bonus is added by the query).
+_CASE = f"""CASE WHEN id_l = ? THEN {EXACT}900 WHEN model = ? THEN {EXACT}800 WHEN name_n = ? THEN {EXACT}700
+    WHEN fam = ? THEN {EXACT}600 WHEN instr(tags, ?) > 0 THEN {EXACT}500
+    WHEN instr(words, ?) > 0 THEN {EXACT}400
+    WHEN substr(model, 1, ?) = ? OR substr(name_n, 1, ?) = ? THEN {PREFIX}000
+    WHEN instr(norm_id, ?) > 0 OR instr(name_n, ?) > 0 THEN {SUBSTRING}000
+    WHEN instr(tags, ?) > 0 OR source_n = ? THEN {WEAK}000 ELSE 0 END"""
+
+
+class SearchResults(Sequence[ModelCard]):
+    """Search hits in rank order: ``ids`` now, each ``ModelCard`` built when first read.
+
+    ``total`` counts every match, before the query's ``limit``.
+    """
+
+    def __init__(self, index: Index, rids: list[int], ids: list[str], total: int) -> None:
+        self._index = index
+        self._rids = rids
+        self.ids = ids
+        self.total = total
+        self._cards: dict[int, ModelCard] = {}
+
+    def __len__(self) -> int:
+        return len(self._rids)
+
+    @overload
+    def __getitem__(self, i: int) -> ModelCard: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[ModelCard]: ...
+
+    def __getitem__(self, i: int | slice) -> ModelCard | list[ModelCard]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        if i not in self._cards:
+            self._cards[i] = self._index.card(self._rids[i])
+        return self._cards[i]
+
+    def __iter__(self) -> Iterator[ModelCard]:
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, (list, SearchResults)) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"SearchResults({self.ids[:5]}{'...' if len(self) > 5 else ''}, total={self.total})"
+
+
+def _index_file(home: Path, reg_path: Path, cat_path: Path) -> Path:
+    key = hashlib.sha256(f"{reg_path.resolve()}\n{cat_path.resolve()}".encode()).hexdigest()[:16]
+    return home / "index" / f"search-{key}.sqlite"
+
+
+def _fresh(path: Path, reg_path: Path, cat_path: Path) -> tuple[bool, dict[str, str]]:
+    """Is the index at ``path`` current? Also the sources' stat keys and hashes as now known."""
+    now = {"version": str(INDEX_VERSION), "registry_stat": _stat_key(reg_path) or "",
+           "catalog_stat": _stat_key(cat_path) or ""}
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            meta = dict(con.execute("SELECT k, v FROM meta"))
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False, now
+    if meta.get("version") != now["version"]:
+        return False, now
+    same = True
+    for name, src in (("registry", reg_path), ("catalog", cat_path)):
+        if meta.get(f"{name}_stat") == now[f"{name}_stat"]:
+            now[f"{name}_sha256"] = meta.get(f"{name}_sha256", "")
+            continue
+        sha = _sha256(src) or ""
+        now[f"{name}_sha256"] = sha
+        if sha != meta.get(f"{name}_sha256"):
+            same = False
+    if same and (meta.get("registry_stat"), meta.get("catalog_stat")) != (now["registry_stat"],
+                                                                          now["catalog_stat"]):
+        _restamp(path, now)
+    return same, now
+
+
+def _restamp(path: Path, now: dict[str, str]) -> None:
+    """Same bytes, new stat (a touch or a copy): record the new stat so it is not hashed again."""
+    try:
+        con = sqlite3.connect(path)
+        with con:
+            con.executemany("UPDATE meta SET v = ? WHERE k = ?",
+                            [(now["registry_stat"], "registry_stat"), (now["catalog_stat"], "catalog_stat")])
+        con.close()
+    except sqlite3.Error:
+        pass  # read-only home: we just hash again next time
+
+
+def open_index(home: Path | None = None, registry_path: Path | None = None) -> Index:
+    """The current index for the bundled registry (or ``registry_path``) and the catalogue under
+    ``home`` ($ZOO_HOME), built first if missing or stale."""
+    from zoo.paths import zoo_home
+
+    home = Path(home) if home is not None else zoo_home()
+    reg_path = Path(registry_path) if registry_path is not None else bundled_registry_path()
+    cat_path = catalog_path(home)
+    if not reg_path.is_file():
+        raise RegistryError(f"registry not found: {reg_path}")
+    path = _index_file(home, reg_path, cat_path)
+    ok, _ = _fresh(path, reg_path, cat_path)
+    if ok:
+        return Index(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from filelock import FileLock
+
+        lock = FileLock(str(path) + ".lock")
+    except OSError:
+        return _build_private(reg_path, cat_path)
+    with lock:
+        ok, now = _fresh(path, reg_path, cat_path)  # someone may have built it while we waited
+        if not ok:
+            for name, src in (("registry", reg_path), ("catalog", cat_path)):
+                now.setdefault(f"{name}_sha256", _sha256(src) or "")
+            fd, tmp = tempfile.mkstemp(prefix=".search-", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            os.unlink(tmp)
+            try:
+                _build(Path(tmp), reg_path, cat_path, now)
+                os.replace(tmp, path)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+    return Index(path)
+
+
+def _build_private(reg_path: Path, cat_path: Path) -> Index:
+    """An index in a temporary file, for a $ZOO_HOME that cannot be written."""
+    fd, tmp = tempfile.mkstemp(prefix="zoo-search-", suffix=".sqlite")
+    os.close(fd)
+    os.unlink(tmp)
+    meta = {"version": str(INDEX_VERSION)}
+    _build(Path(tmp), reg_path, cat_path, meta)
+    idx = Index(Path(tmp))
+    os.unlink(tmp)  # the open connection keeps it readable
+    return idx
+
+
+def warn(index: Index) -> None:
+    """Print each skipped catalogue entry once, one line each, on stderr."""
+    for line in index.warnings:
+        print(f"zoo: warning: {line}", file=sys.stderr)
