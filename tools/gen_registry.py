@@ -101,6 +101,35 @@ def family_of(name: str) -> str:
     return m.group(0) if m else n
 
 
+# Architectures built for phones and edge devices, by (lower-case, ``tf_``-less) name prefix: MobileNet
+# v1-v4 (and MobileNet-EdgeTPU), MnasNet, ShuffleNet, SqueezeNet, GhostNet, MobileViT, LCNet, MobileOne,
+# FBNet, EfficientNet-Lite, EfficientNet-B0, EfficientNet-EdgeTPU-S and Keras's NASNetMobile.
+MOBILE_PREFIXES = (
+    "mobilenet",
+    "mnasnet",
+    "semnasnet",
+    "shufflenet",
+    "squeezenet",
+    "ghostnet",
+    "mobilevit",
+    "lcnet",
+    "mobileone",
+    "fbnet",
+    "efficientnet_lite",
+    "efficientnet_b0",
+    "efficientnetb0",
+    "efficientnet_es",
+    "nasnetmobile",
+)
+
+
+def is_mobile(name: str) -> bool:
+    """Whether an architecture name is of a mobile-class family (gets the ``mobile`` tag)."""
+    n = name.lower()
+    n = n[3:] if n.startswith("tf_") else n
+    return n.startswith(MOBILE_PREFIXES)
+
+
 def _skip_module(mod: Any) -> bool:
     """Modules that carry no features of their own (dropout, flatten, identity)."""
     import torch.nn as nn
@@ -227,8 +256,10 @@ def torchvision_cards(labels_dir: Path) -> Iterator[ModelCard]:
                 note="torchvision ImageClassification transforms: resize shorter side, center crop",
             )
             src = f"torchvision {version} {type(w).__name__}.{w.name}.meta['_metrics']"
+            # torchvision measures its metrics with the weights' own transforms.
+            crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
             metrics = tuple(
-                Metric(key, float(accs[k]), dataset, src)
+                Metric(key, float(accs[k]), dataset, src, resolution=crop, crop_pct=crop / resize)
                 for k, key in (("acc@1", "top1"), ("acc@5", "top5"))
                 if k in accs and not math.isnan(accs[k])
             )
@@ -248,6 +279,8 @@ def torchvision_cards(labels_dir: Path) -> Iterator[ModelCard]:
             tags = [fam, "imagenet", "torchvision", "classification", w.name.lower()]
             if "_bn" in name:
                 tags.append("batchnorm")
+            if is_mobile(name):
+                tags.append("mobile")
             yield ModelCard(
                 id=f"torchvision/{name}.{w.name.lower()}",
                 name=f"{name} ({w.name})",
@@ -528,10 +561,18 @@ def keras_cards() -> Iterator[ModelCard]:
             notes: list[str] = []
             row = table.get(app) if not suffix else None
             if row is not None:
+                # The table gives no input size: its figures are for the application's default
+                # input size (the one keras builds and loads the weights for); no crop is stated.
                 for key in ("top1", "top5"):
                     if row.get(key) is not None:
                         metrics.append(
-                            Metric(key, float(row[key]), IMAGENET, f"Keras docs table ({table_src})")
+                            Metric(
+                                key,
+                                float(row[key]),
+                                IMAGENET,
+                                f"Keras docs table ({table_src})",
+                                resolution=input_size[0],
+                            )
                         )
                 notes.append(
                     f"Keras docs: size {row['size_mb']} MB, params {row['params']}"
@@ -551,6 +592,7 @@ def keras_cards() -> Iterator[ModelCard]:
                             v3_top1[ck],
                             IMAGENET,
                             f"keras {version} {fn.__module__} BASE_DOCSTRING table",
+                            resolution=int(ck.rsplit("_", 1)[1]),  # the checkpoint name ends in its size
                         )
                     )
             origin = "native"
@@ -573,6 +615,8 @@ def keras_cards() -> Iterator[ModelCard]:
             tags = [fam, "imagenet", "keras", "classification", modname]
             if origin == "caffe":
                 tags.append("caffe")
+            if is_mobile(app):
+                tags.append("mobile")
             yield ModelCard(
                 id=f"keras/{app.lower()}{suffix}",
                 name=f"Keras {app}"
@@ -670,10 +714,11 @@ def timm_cards() -> Iterator[ModelCard]:
         metrics: tuple[Metric, ...] = ()
         row = rows.get(full)
         if row is not None:
-            where = f"{results_src} (img_size {row['img_size']}, crop_pct {row['crop_pct']})"
+            # Measured at the row's img_size/crop_pct, which can differ from the card's default crop.
+            at = {"resolution": int(row["img_size"]), "crop_pct": float(row["crop_pct"])}
             metrics = (
-                Metric("top1", float(row["top1"]), IMAGENET, where),
-                Metric("top5", float(row["top5"]), IMAGENET, where),
+                Metric("top1", float(row["top1"]), IMAGENET, results_src, **at),
+                Metric("top5", float(row["top5"]), IMAGENET, results_src, **at),
             )
         fam = family_of(arch)
         prov: dict[str, Any] = {
@@ -715,7 +760,8 @@ def timm_cards() -> Iterator[ModelCard]:
             params=params,
             gflops=None,
             license=cfg.license,
-            tags=(fam, "imagenet", "timm", "huggingface", "classification", tag),
+            tags=(fam, "imagenet", "timm", "huggingface", "classification", tag)
+            + (("mobile",) if is_mobile(arch) else ()),
             default_cut=cut,
             notes=(
                 f"Pulled through huggingface_hub from {cfg.hf_hub_id}; timm {version} loads "

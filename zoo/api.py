@@ -51,12 +51,17 @@ def pull(model_id: str, file: str | None = None, dest: str | Path | None = None,
     return fetch.pull(card, file_name=file, dest=Path(dest) if dest else None, home=home, **kw)
 
 
-def register(path: str | Path, model_id: str, *, home: Path | None = None,
-             replace: bool = False, **card_fields: Any) -> ModelCard:
-    """Add a local model file to the user catalogue; returns its card."""
-    from zoo.catalog import build_card
+def register(
+    path: str | Path, model_id: str, *, home: Path | None = None, replace: bool = False, **card_fields: Any
+) -> ModelCard:
+    """Add a model to the user catalogue; returns its card.
+
+    ``path`` is a local file (hashed now) or an http(s) URL, which then needs ``sha256=`` (and may
+    give ``size=``): nothing is downloaded until it is pulled.
+    """
+    from zoo.catalog import build_card, is_url
     from zoo.catalog import register as _register
 
-    card = build_card(Path(path), model_id, **card_fields)
+    card = build_card(path if is_url(path) else Path(path), model_id, **card_fields)
     _register(card, home=home, replace=replace)
     return card

@@ -131,16 +131,33 @@ class Preprocess:
 
 @dataclass(frozen=True)
 class Metric:
-    """One published number with the dataset it was measured on and where it was read."""
+    """One published number with the dataset it was measured on and where it was read.
+
+    ``resolution`` is the image side length fed to the network when the number was measured and
+    ``crop_pct`` the centre-crop fraction used then (crop / resize); None where the source does not
+    say. They can differ from the card's own preprocessing (timm measures some weights at a larger
+    size than their default crop).
+    """
 
     name: str  # top1 | top5 | ...
     value: float
     dataset: str
     source: str | None = None
+    resolution: int | None = None
+    crop_pct: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Metric:
-        return cls(d["name"], float(d["value"]), d["dataset"], d.get("source"))
+        res = d.get("resolution")
+        pct = d.get("crop_pct")
+        return cls(
+            d["name"],
+            float(d["value"]),
+            d["dataset"],
+            d.get("source"),
+            int(res) if res is not None else None,
+            float(pct) if pct is not None else None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return _prune(asdict(self))
