@@ -77,7 +77,7 @@ def _local_for(url: str, table: dict[tuple[str, str, str], str]) -> str | None:
         return table[(repo, commit, path)]
     for (r, c, up), local in table.items():
         if r == repo and c == commit and up.endswith("/") and path.startswith(up):
-            return local + path[len(up):].rsplit("/", 1)[-1]
+            return local + path[len(up) :].rsplit("/", 1)[-1]
     return None
 
 
@@ -132,14 +132,28 @@ def test_card_files_are_pinned_and_sourced(card: dict[str, Any]) -> None:
 
 def test_transfer_learning_models_are_there() -> None:
     cards = {d["id"]: d for d in _all_cards()}
-    for mid in ("caffe/bvlc_alexnet", "caffe/bvlc_reference_caffenet", "caffe/bvlc_googlenet",
-                "caffe/lenet_mnist", "caffe/vgg16", "caffe/resnet50_msra", "caffe/mobilenet_v1"):
+    for mid in (
+        "caffe/bvlc_alexnet",
+        "caffe/bvlc_reference_caffenet",
+        "caffe/bvlc_googlenet",
+        "caffe/lenet_mnist",
+        "caffe/vgg16",
+        "caffe/resnet50_msra",
+        "caffe/mobilenet_v1",
+    ):
         assert mid in cards, f"{mid} missing"
         roles = {f["role"] for f in cards[mid]["files"] if f["urls"]}
         assert {"definition", "weights"} <= roles, f"{mid}: needs a deploy definition and weights"
         assert cards[mid]["default_cut"], f"{mid}: no default cut"
-    for mid in ("caffe/vgg19", "caffe/resnet101_msra", "caffe/resnet152_msra", "caffe/squeezenet1_0",
-                "caffe/squeezenet1_1", "caffe/mobilenet_v2", "caffe/cifar10_quick"):
+    for mid in (
+        "caffe/vgg19",
+        "caffe/resnet101_msra",
+        "caffe/resnet152_msra",
+        "caffe/squeezenet1_0",
+        "caffe/squeezenet1_1",
+        "caffe/mobilenet_v2",
+        "caffe/cifar10_quick",
+    ):
         assert mid in cards, f"{mid} missing"
     converted = [d for d in cards.values() if d["origin"] == "caffe"]
     assert converted and all(d["preprocess"]["channel_order"] == "BGR" for d in converted)
@@ -253,9 +267,18 @@ def test_default_cut_names_a_real_layer(testdata: Path) -> None:
         if cut not in layers or layers.index(cut) == len(layers) - 1:
             bad.append(f"{card['id']}: {cut!r} is not an inner layer of {layers[-6:]}")
     assert not bad, bad
-    expected = {"caffe/bvlc_alexnet", "caffe/bvlc_reference_caffenet", "caffe/bvlc_googlenet", "caffe/vgg16",
-                "caffe/resnet50_msra", "caffe/squeezenet1_1", "caffe/mobilenet_v1", "caffe/mobilenet_v2",
-                "caffe/lenet_mnist", "caffe/cifar10_quick"} | {d["id"] for d in _load("testdata")}
+    expected = {
+        "caffe/bvlc_alexnet",
+        "caffe/bvlc_reference_caffenet",
+        "caffe/bvlc_googlenet",
+        "caffe/vgg16",
+        "caffe/resnet50_msra",
+        "caffe/squeezenet1_1",
+        "caffe/mobilenet_v1",
+        "caffe/mobilenet_v2",
+        "caffe/lenet_mnist",
+        "caffe/cifar10_quick",
+    } | {d["id"] for d in _load("testdata")}
     assert expected <= set(checked), f"not checked: {sorted(expected - set(checked))}"
 
 
@@ -266,8 +289,10 @@ def test_caffe_params_recount_from_the_deploy_prototxt(testdata: Path) -> None:
     from converters.caffe.reader import read_prototxt
     from converters.caffe.writer import random_weights
 
-    by_sha = {hashlib.sha256(p.read_bytes()).hexdigest(): p
-              for p in (testdata / "caffe" / "deploy").glob("*.prototxt")}
+    by_sha = {
+        hashlib.sha256(p.read_bytes()).hexdigest(): p
+        for p in (testdata / "caffe" / "deploy").glob("*.prototxt")
+    }
     checked = 0
     for card in json.loads((CURATED / "caffe.json").read_text()):
         if "params_source" not in card["provenance"]:
@@ -275,8 +300,12 @@ def test_caffe_params_recount_from_the_deploy_prototxt(testdata: Path) -> None:
         [proto] = [by_sha[f["checksum"]["value"]] for f in card["files"] if f["role"] == "definition"]
         net = read_prototxt(proto)
         types = {layer.name: layer.type for layer in net.layers}
-        learnable = sum(b.size for name, blobs in random_weights(net).items()
-                        if types.get(name) != "BatchNorm" for b in blobs)
+        learnable = sum(
+            b.size
+            for name, blobs in random_weights(net).items()
+            if types.get(name) != "BatchNorm"
+            for b in blobs
+        )
         assert card["params"] == learnable, card["id"]
         checked += 1
     assert checked >= 8

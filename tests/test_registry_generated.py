@@ -71,6 +71,9 @@ def test_torchvision_resnet50_matches_installed_torchvision(by_id: dict[str, dic
     assert card["preprocess"]["resize"] == t.resize_size[0]
     assert card["preprocess"]["crop"] == t.crop_size[0]
     assert card["preprocess"]["mean"] == list(t.mean)
+    for m in card["metrics"]:  # torchvision measures with the weights' own transforms
+        assert m["resolution"] == t.crop_size[0]
+        assert m["crop_pct"] == t.crop_size[0] / t.resize_size[0]
 
 
 def test_every_torchvision_weight_is_listed(registry: dict) -> None:
@@ -150,8 +153,10 @@ def test_timm_entries_match_installed_timm_and_results_csv(registry: dict) -> No
         assert card["preprocess"]["input_size"] == list(cfg.input_size)
         if full in rows:
             with_metrics += 1
-            top1 = {m["name"]: m["value"] for m in card["metrics"]}["top1"]
-            assert top1 == float(rows[full]["top1"])
+            top1 = {m["name"]: m for m in card["metrics"]}["top1"]
+            assert top1["value"] == float(rows[full]["top1"])
+            assert top1["resolution"] == int(rows[full]["img_size"])
+            assert top1["crop_pct"] == float(rows[full]["crop_pct"])
     assert with_metrics >= 150
 
 
