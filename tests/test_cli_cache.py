@@ -12,8 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _zoo(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, "ZOO_HOME": str(home)}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "ZOO_HOME": str(home)},
+        timeout=120,
+    )
 
 
 def test_cache_commands(zoo_home: Path, tmp_path: Path) -> None:
@@ -34,16 +40,19 @@ def test_cache_commands(zoo_home: Path, tmp_path: Path) -> None:
     blob.write_bytes(b"x" * 5000)
     r = _zoo("cache", "verify", home=zoo_home)
     assert r.returncode != 0 and blob.name in r.stderr
-    # forget me/b, then prune drops its (damaged) blob but keeps me/a's
+    # forget me/b: its (damaged) blob goes with it, me/a's stays
     r = _zoo("cache", "rm", "me/b", home=zoo_home)
-    assert r.returncode == 0 and "forgot 1" in r.stdout
-    r = _zoo("cache", "prune", home=zoo_home)
-    assert r.returncode == 0 and "removed 0 unreferenced" in r.stdout  # too new: a pull may be linking it
-    old = blob.stat().st_mtime - 7 * 86400
-    os.utime(blob, (old, old), follow_symlinks=False)
-    r = _zoo("cache", "prune", home=zoo_home)
-    assert r.returncode == 0 and "removed 1 unreferenced blob" in r.stdout
+    assert r.returncode == 0 and "forgot 1 cached file(s), deleted 1 blob(s)" in r.stdout, r.stdout
     assert not blob.exists()
+    r = _zoo("cache", "rm", "me/b", home=zoo_home)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        "zoo: error: me/b is not in the cache ('zoo cache ls' lists what is)"
+    )
+    r = _zoo("cache", "prune", home=zoo_home)
+    assert r.returncode == 0 and "removed 0 unreferenced" in r.stdout
     rows = json.loads(_zoo("cache", "ls", "--json", home=zoo_home).stdout)
     assert [r["model_id"] for r in rows] == ["me/a"]
     assert _zoo("cache", "verify", home=zoo_home).returncode == 0
+    r = _zoo("cache", "ls", home=zoo_home)
+    assert r.stdout.splitlines()[0].split() == ["MODEL", "FILE", "SIZE", "SHA256", "PATH"]
+    assert r.stdout.splitlines()[1].split()[:4] == ["me/a", "a.pth", "3.0", "kB"]

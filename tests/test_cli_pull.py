@@ -17,16 +17,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _zoo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True,
-                          text=True, cwd=ROOT, env={**os.environ, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        timeout=120,
+    )
 
 
-def test_registry_testdata_entries_pull_through_mirror(testdata: Path, zoo_home: Path,
-                                                       tmp_path: Path) -> None:
+def test_registry_testdata_entries_pull_through_mirror(
+    testdata: Path, zoo_home: Path, tmp_path: Path
+) -> None:
     reg = json.loads((ROOT / "registry.json").read_text())
     card = registry_card("testdata/lenet_mnist")
-    sums = dict(line.split()[::-1] for line in (testdata / "SHA256SUMS").read_text().splitlines()
-                if line.strip())
+    sums = dict(
+        line.split()[::-1] for line in (testdata / "SHA256SUMS").read_text().splitlines() if line.strip()
+    )
     by_hash = {h: p for p, h in sums.items()}
     with TestServer() as server:
         mirror_testdata_card(server, card, testdata)
@@ -65,8 +73,13 @@ def test_offline_without_cache_is_one_line(zoo_home: Path) -> None:
 
 def test_no_network_is_one_line(zoo_home: Path) -> None:
     # A mirror nobody listens on and an unreachable origin: fails clearly after the retries.
-    env = {"ZOO_HOME": str(zoo_home), "ZOO_RETRIES": "1", "ZOO_BACKOFF": "0.01",
-           "ZOO_MIRROR": f"http://127.0.0.1:{free_port()}", "HTTPS_PROXY": f"http://127.0.0.1:{free_port()}"}
+    env = {
+        "ZOO_HOME": str(zoo_home),
+        "ZOO_RETRIES": "1",
+        "ZOO_BACKOFF": "0.01",
+        "ZOO_MIRROR": f"http://127.0.0.1:{free_port()}",
+        "HTTPS_PROXY": f"http://127.0.0.1:{free_port()}",
+    }
     r = _zoo("pull", "testdata/lenet_mnist", env=env)
     assert r.returncode == 4, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

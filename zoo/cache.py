@@ -7,7 +7,9 @@ The layout (the contract; docs/cache.md says the same for users)::
                                      by an atomic rename after every check passed
       refs/<model id>/<file>.json    what is cached for one file of one model: sha256, size, the url
                                      it came from, the published checksum it was verified against,
-                                     the time; removed by ``remove`` (``zoo cache rm``)
+                                     the time, and ``blob_stat`` (the blob's size, mtime_ns and inode
+                                     when its bytes were last verified: a pull re-hashes the blob
+                                     when they differ); removed by ``remove`` (``zoo cache rm``)
       pins/<model id>/<file>.sha256  trust on first use: the full sha256 recorded after the first
                                      verified download; every later download must match it. Pins
                                      survive ``remove`` unless ``forget_pins=True``
@@ -25,10 +27,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,28 @@ from zoo.fileio import atomic_write_text, sha256_file  # noqa: F401 - re-exporte
 from zoo.paths import zoo_home
 
 __all__ = [
-    "CacheEntry", "PruneResult", "zoo_home", "blob_path", "ref_path", "pin_path", "view_path",
-    "read_ref", "write_ref", "read_pin", "write_pin", "link_view", "list_entries", "verify_cache",
-    "remove", "prune", "sha256_file", "atomic_write_text",
+    "CacheEntry",
+    "PruneResult",
+    "RemoveResult",
+    "RepairResult",
+    "zoo_home",
+    "blob_path",
+    "ref_path",
+    "pin_path",
+    "view_path",
+    "read_ref",
+    "write_ref",
+    "read_pin",
+    "write_pin",
+    "link_view",
+    "list_entries",
+    "verify_cache",
+    "repair_cache",
+    "remove",
+    "prune",
+    "human_size",
+    "sha256_file",
+    "atomic_write_text",
 ]
 
 CHUNK = 1 << 20
@@ -50,6 +70,19 @@ BLOB_GRACE_S = 60  # prune never drops a blob younger than this (a pull may be c
 
 def _home(home: Path | None) -> Path:
     return Path(home) if home is not None else zoo_home()
+
+
+def human_size(n: int | float | None) -> str:
+    """``1234567`` -> ``"1.2 MB"`` (decimal units, as download sizes are usually given)."""
+    if n is None:
+        return "-"
+    if n < 1000:
+        return f"{int(n)} B"
+    for unit in ("kB", "MB", "GB", "TB"):
+        n /= 1000
+        if n < 999.95 or unit == "TB":
+            return f"{n:.1f} {unit}"
+    raise AssertionError("unreachable")
 
 
 def _check_model_id(model_id: str) -> None:
@@ -180,24 +213,34 @@ def list_entries(home: Path | None = None) -> list[CacheEntry]:
         sha = str(rec.get("sha256", ""))
         blob = blob_path(sha, h)
         ck = rec.get("checksum") or {}
-        rows.append(CacheEntry(
-            model_id=model_id, file_name=key, sha256=sha, size=rec.get("size"),
-            path=str(view_path(model_id, key, h)), blob=str(blob), url=rec.get("url"),
-            verified_with=f"{ck.get('algo')}:{ck.get('value')}" if ck.get("algo") else None,
-            pinned=read_pin(model_id, key, h) == sha, present=blob.is_file(), time=rec.get("time"),
-        ))
+        rows.append(
+            CacheEntry(
+                model_id=model_id,
+                file_name=key,
+                sha256=sha,
+                size=rec.get("size"),
+                path=str(view_path(model_id, key, h)),
+                blob=str(blob),
+                url=rec.get("url"),
+                verified_with=f"{ck.get('algo')}:{ck.get('value')}" if ck.get("algo") else None,
+                pinned=read_pin(model_id, key, h) == sha,
+                present=blob.is_file(),
+                time=rec.get("time"),
+            )
+        )
     rows.sort(key=lambda r: (r.model_id, r.file_name))
     return rows
 
 
-def verify_cache(home: Path | None = None, *, repair: bool = False) -> list[str]:
-    """Re-hash every blob and compare it with its name; check every ref points at a blob.
+@dataclass
+class _Problem:
+    text: str
+    refs: list[tuple[str, str]]  # (model id, file name) of the cached files it affects
 
-    Returns one line per problem (empty: all good). ``repair`` deletes damaged blobs (the next
-    pull downloads them again).
-    """
-    h = _home(home)
-    problems: list[str] = []
+
+def _scan(h: Path, *, delete_damaged: bool = False) -> list[_Problem]:
+    problems: list[_Problem] = []
+    entries = list_entries(h)
     bdir = h / "blobs" / "sha256"
     if bdir.is_dir():
         for p in sorted(bdir.iterdir()):
@@ -205,46 +248,179 @@ def verify_cache(home: Path | None = None, *, repair: bool = False) -> list[str]
                 continue
             actual = sha256_file(p)
             if actual != p.name:
-                problems.append(f"damaged blob {p}: sha256 is {actual}, expected {p.name}")
-                if repair:
+                users = [(e.model_id, e.file_name) for e in entries if e.sha256 == p.name]
+                problems.append(_Problem(f"damaged blob {p}: sha256 is {actual}, expected {p.name}", users))
+                if delete_damaged:
                     p.unlink(missing_ok=True)
-    for e in list_entries(h):
+    for e in entries:
+        key = (e.model_id, e.file_name)
         if not Path(e.blob).is_file():
-            problems.append(f"{e.model_id}/{e.file_name}: blob {e.sha256} is missing")
+            if not any(key in pr.refs for pr in problems):  # a damaged blob just deleted
+                problems.append(_Problem(f"{e.model_id}/{e.file_name}: blob {e.sha256} is missing", [key]))
         elif e.size is not None and Path(e.blob).stat().st_size != e.size:
-            problems.append(f"{e.model_id}/{e.file_name}: size {Path(e.blob).stat().st_size}, "
-                            f"recorded {e.size}")
+            problems.append(
+                _Problem(
+                    f"{e.model_id}/{e.file_name}: size {Path(e.blob).stat().st_size}, recorded {e.size}",
+                    [key],
+                )
+            )
         pin = read_pin(e.model_id, e.file_name, h)
         if pin is not None and pin != e.sha256:
-            problems.append(f"{e.model_id}/{e.file_name}: cached sha256 {e.sha256} differs from "
-                            f"the pin {pin}")
+            problems.append(
+                _Problem(
+                    f"{e.model_id}/{e.file_name}: cached sha256 {e.sha256} differs from the pin {pin}", [key]
+                )
+            )
     return problems
 
 
-def remove(model_id: str, home: Path | None = None, *, forget_pins: bool = False) -> int:
-    """Forget the cached files of one model (refs and named views); blobs go at the next prune.
+def verify_cache(home: Path | None = None, *, repair: bool = False) -> list[str]:
+    """Re-hash every blob and compare it with its name; check every ref points at a blob of the
+    recorded size that agrees with its pin.
 
-    Pins stay (a later pull must still match them) unless ``forget_pins``. Returns how many files
-    were forgotten.
+    Returns one line per problem (empty: all good). ``repair`` only deletes damaged blobs (the next
+    pull downloads them again); ``repair_cache`` also fetches them again.
+    """
+    return [p.text for p in _scan(_home(home), delete_damaged=repair)]
+
+
+@dataclass
+class RepairResult:
+    """What ``repair_cache`` found and did."""
+
+    found: list[str] = field(default_factory=list)  # the problems before the repair
+    repaired: list[str] = field(default_factory=list)  # "<id>/<file>" fetched again and verified
+    failed: list[str] = field(default_factory=list)  # "<id>/<file>: why" that could not be
+    problems: list[str] = field(default_factory=list)  # what verify still finds afterwards
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.failed
+
+
+def repair_cache(home: Path | None = None, *, registry: Any = None, **fetch_kw: Any) -> RepairResult:
+    """``verify_cache``, then fetch again every cached file a problem affects.
+
+    Damaged blobs are deleted; each affected file is looked up in ``registry`` (default:
+    ``zoo.registry.Registry.load(home=...)``, anything with ``get(model_id) -> ModelCard``) and
+    fetched with ``zoo.fetch.fetch_file(card, ref, home=..., **fetch_kw)`` (verified like any
+    download). Damaged blobs no ref uses are only deleted. The result lists what was repaired,
+    what could not be (unknown model or file, download failure) and what is still wrong.
+    """
+    from dataclasses import replace
+
+    from zoo import fetch
+
+    h = _home(home)
+    res = RepairResult()
+    found = _scan(h, delete_damaged=True)
+    res.found = [p.text for p in found]
+    todo = sorted({key for p in found for key in p.refs})
+    if todo and registry is None:
+        from zoo.registry import Registry
+
+        registry = Registry.load(home=h)
+    for model_id, name in todo:
+        label = f"{model_id}/{name}"
+        try:
+            card = registry.get(model_id)
+        except ZooError as e:
+            res.failed.append(f"{label}: {str(e).splitlines()[0]}")
+            continue
+        ref = next((r for r in card.files if fetch.file_key(r) == name), None)
+        if ref is None:  # the archive an archive member was extracted from
+            ref = next(
+                (replace(r, member=None, role="archive") for r in card.files if r.member and r.name == name),
+                None,
+            )
+        if ref is None:
+            res.failed.append(f"{label}: the card of {model_id} has no file {name!r} any more")
+            continue
+        try:
+            fetch.fetch_file(card, ref, home=h, **fetch_kw)
+        except ZooError as e:
+            res.failed.append(f"{label}: {e}")
+            continue
+        res.repaired.append(label)
+    res.problems = verify_cache(h) if found else []
+    return res
+
+
+@dataclass
+class RemoveResult:
+    """What ``remove`` deleted."""
+
+    files: int = 0  # refs (cached files of the model)
+    blobs: int = 0  # blobs no other ref uses
+    bytes: int = 0
+    pins: int = 0
+
+    def __str__(self) -> str:
+        s = (
+            f"forgot {self.files} cached file(s), deleted {self.blobs} blob(s) no other model uses "
+            f"({human_size(self.bytes)})"
+        )
+        return s + (f", forgot {self.pins} pin(s)" if self.pins else "")
+
+
+def _own_files(d: Path, suffix: str) -> list[Path]:
+    """The files directly in ``d`` (not those of models whose id continues below it)."""
+    if not d.is_dir():
+        return []
+    return sorted(
+        p
+        for p in d.iterdir()
+        if p.name.endswith(suffix) and not p.is_dir() and not p.name.startswith(".tmp-")
+    )
+
+
+def remove(model_id: str, home: Path | None = None, *, forget_pins: bool = False) -> RemoveResult:
+    """Forget the cached files of one model: its refs, its named views, and the blobs no other ref
+    uses. Pins stay (a later pull must still match them) unless ``forget_pins``.
+
+    ZooError when nothing of that model is cached (nor pinned, with ``forget_pins``).
     """
     _check_model_id(model_id)
     h = _home(home)
-    n = 0
-    refs = h / "refs" / model_id
-    if refs.is_dir():
-        n = sum(1 for p in refs.iterdir() if p.suffix == ".json" and p.is_file())
-        shutil.rmtree(refs)
-    views = h / "files" / model_id
-    if views.is_dir():
-        shutil.rmtree(views)
-    if forget_pins and (h / "pins" / model_id).is_dir():
-        shutil.rmtree(h / "pins" / model_id)
-    for sub in ("refs", "files", "pins"):  # drop empty family folders
-        parent = (h / sub / model_id).parent
-        while parent != h / sub and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
-            parent = parent.parent
-    return n
+    res = RemoveResult()
+    refs = _own_files(h / "refs" / model_id, ".json")
+    views = _own_files(h / "files" / model_id, "")
+    pins = _own_files(h / "pins" / model_id, ".sha256") if forget_pins else []
+    if not refs and not views and not pins:
+        raise ZooError(
+            f"{model_id} is not in the cache"
+            + (" and has no pins" if forget_pins else "")
+            + " ('zoo cache ls' lists what is)"
+        )
+    shas: set[str] = set()
+    for p in refs:
+        try:
+            shas.add(str(json.loads(p.read_text(encoding="utf-8")).get("sha256") or ""))
+        except (OSError, ValueError):
+            pass
+        p.unlink(missing_ok=True)
+    res.files = len(refs)
+    for p in views:
+        p.unlink(missing_ok=True)
+    for p in pins:
+        p.unlink(missing_ok=True)
+    res.pins = len(pins)
+    used = {e.sha256 for e in list_entries(h)}
+    for sha in sorted(shas - used - {""}):
+        blob = blob_path(sha, h)
+        try:
+            size = blob.lstat().st_size
+            blob.unlink()
+        except FileNotFoundError:
+            continue
+        res.blobs += 1
+        res.bytes += size
+    for sub in ("refs", "files", "pins"):  # drop empty folders up to the family
+        d = h / sub / model_id
+        while d != h / sub and d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+            d = d.parent
+    return res
 
 
 @dataclass
@@ -257,8 +433,10 @@ class PruneResult:
     other: int = 0
 
     def __str__(self) -> str:
-        return (f"removed {self.blobs} unreferenced blob(s) ({self.bytes / 1e6:.1f} MB), "
-                f"{self.partials} stale partial download(s), {self.other} leftover file(s)")
+        return (
+            f"removed {self.blobs} unreferenced blob(s) ({self.bytes / 1e6:.1f} MB), "
+            f"{self.partials} stale partial download(s), {self.other} leftover file(s)"
+        )
 
 
 def prune(home: Path | None = None, *, partial_max_age_s: float = PARTIAL_MAX_AGE_S) -> PruneResult:

@@ -3,9 +3,17 @@
 ``fetch_file(card, ref)`` returns a local path whose bytes match the checksum the publisher gave
 (sha256, sha256 prefix, md5 or sha1, hashed while streaming) and the full sha256 pinned at the first
 verified download. HTTP goes through ``requests``: resume with Range from ``partial/<key>.part``
-(also after a killed process), retries with exponential backoff on connection errors, truncated
-bodies, 5xx and 429 (``Retry-After`` honoured, capped), one file lock per file identity so
-concurrent pulls download once, and only atomic renames into ``blobs/`` and ``dest``.
+(also after a killed process), retries with exponential backoff (a line on stderr for each wait) on
+transient failures only (timeouts, connections broken mid-body, truncated bodies, 5xx, 429 with
+``Retry-After`` honoured, capped); a host that does not resolve or a refused connection moves on to
+the next source at once. One file lock per file identity so concurrent pulls download once, and
+only atomic renames into ``blobs/`` and ``dest``. Bytes are written by the reading thread and hashed
+by one worker thread per algorithm (hashlib releases the GIL), 1 MiB reads.
+
+A cached copy is checked where it is used: its blob's size, mtime and inode are compared with those
+recorded in its ref when it was last verified, and it is re-hashed when they differ (always with
+``verify=True``). A damaged blob is never returned: online it is fetched again and replaced, offline
+the pull fails with ``ChecksumError`` naming the blob, expected and actual sha256.
 
 Sources are tried in order: each mirror (``<mirror>/<host>/<path>``), then the original URL.
 ``file://`` URLs are copied with the same checks. Archive members are extracted from the verified
@@ -15,7 +23,8 @@ archive blob. Hugging Face files go through ``huggingface_hub.hf_hub_download`` 
 Settings (keyword arguments win over the environment): ``ZOO_MIRROR`` (mirror URLs, comma or
 space separated), ``ZOO_OFFLINE`` (1/true/yes), ``ZOO_RETRIES`` (default 5), ``ZOO_BACKOFF`` (base
 seconds, default 0.5), ``ZOO_TIMEOUT`` (read timeout seconds, default 60),
-``ZOO_MAX_RETRY_AFTER`` (cap on a server's Retry-After, default 60).
+``ZOO_MAX_RETRY_AFTER`` (cap on a server's Retry-After, default 60), ``ZOO_PROGRESS_INTERVAL``
+(seconds between progress lines when stderr is not a terminal, default 5).
 """
 
 from __future__ import annotations
@@ -24,11 +33,13 @@ import errno
 import hashlib
 import logging
 import os
+import queue
 import re
 import shutil
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -44,7 +55,9 @@ from zoo.errors import ChecksumError, DiskFullError, FetchError, OfflineError, Z
 
 log = logging.getLogger("zoo.fetch")
 
-CHUNK = 1 << 16
+CHUNK = 1 << 20  # the most one read hands over (it returns what has arrived, up to this)
+HASH_QUEUE = 16  # chunks waiting for a hashing thread (bounded: memory stays at most ~16 MiB)
+RACY_NS = 2_000_000_000  # a blob's mtime this close to now cannot prove it unchanged (coarse clocks)
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _HASH_ALGOS = {"sha256": "sha256", "sha256-prefix": "sha256", "md5": "md5", "sha1": "sha1"}
 
@@ -77,35 +90,56 @@ class Options:
     mirrors: list[str] = field(default_factory=list)
     offline: bool = False
     require_checksum: bool = False
-    progress: bool = False
+    progress: str = "off"  # "bar" (a terminal), "lines" (one line every progress_interval s), "off"
     retries: int = 5
     backoff: float = 0.5
     timeout: float = 60.0
     max_retry_after: float = 60.0
+    verify: bool = False  # re-hash cached blobs on every use, not only when their stat changed
+    progress_interval: float = 5.0
 
     @classmethod
-    def resolve(cls, *, mirrors: Sequence[str] | None = None, offline: bool | None = None,
-                require_checksum: bool = False, progress: bool | None = None,
-                home: Path | None = None, retries: int | None = None,
-                backoff: float | None = None, timeout: float | None = None,
-                max_retry_after: float | None = None) -> Options:
+    def resolve(
+        cls,
+        *,
+        mirrors: Sequence[str] | None = None,
+        offline: bool | None = None,
+        require_checksum: bool = False,
+        progress: bool | str | None = None,
+        home: Path | None = None,
+        retries: int | None = None,
+        backoff: float | None = None,
+        timeout: float | None = None,
+        max_retry_after: float | None = None,
+        verify: bool = False,
+        progress_interval: float | None = None,
+    ) -> Options:
         if mirrors is None:
             mirrors = _env_list("ZOO_MIRROR")
         else:
             mirrors = [x for m in mirrors for x in re.split(r"[\s,]+", m) if x]
         if progress is None:
-            progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+            progress = "bar" if getattr(sys.stderr, "isatty", lambda: False)() else "lines"
+        elif isinstance(progress, bool):
+            progress = "bar" if progress else "off"
+        if progress not in ("bar", "lines", "off"):
+            raise ZooError(f"progress={progress!r}: expected 'bar', 'lines' or 'off'")
         return cls(
             home=Path(home) if home is not None else cache.zoo_home(),
             mirrors=list(mirrors),
             offline=_env_bool("ZOO_OFFLINE") if offline is None else bool(offline),
             require_checksum=require_checksum,
             progress=progress,
+            verify=bool(verify),
+            progress_interval=float(
+                progress_interval if progress_interval is not None else _env_num("ZOO_PROGRESS_INTERVAL", 5)
+            ),
             retries=int(retries if retries is not None else _env_num("ZOO_RETRIES", 5)),
             backoff=float(backoff if backoff is not None else _env_num("ZOO_BACKOFF", 0.5)),
             timeout=float(timeout if timeout is not None else _env_num("ZOO_TIMEOUT", 60)),
-            max_retry_after=float(max_retry_after if max_retry_after is not None
-                                  else _env_num("ZOO_MAX_RETRY_AFTER", 60)),
+            max_retry_after=float(
+                max_retry_after if max_retry_after is not None else _env_num("ZOO_MAX_RETRY_AFTER", 60)
+            ),
         )
 
 
@@ -155,15 +189,51 @@ class Hashes:
         self.extra = hashlib.new(extra) if extra and extra != "sha256" else None
         self.n = 0
 
-    def reset(self, path: Path | None = None) -> None:
-        """Start again from zero, or from the bytes already in ``path``."""
+    def reset(self, path: Path | None = None, prog: _Progress | None = None) -> None:
+        """Start again from zero, or from the bytes already in ``path`` (shown on ``prog``)."""
         self.sha256 = hashlib.sha256()
         self.extra = hashlib.new(self.extra.name) if self.extra is not None else None
         self.n = 0
         if path is not None and path.exists():
             with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    self.update(chunk)
+                if prog is not None:
+                    prog.phase("re-hashing the partial download", os.fstat(f.fileno()).st_size)
+                with self.background() as feed:
+                    for chunk in iter(lambda: f.read(CHUNK), b""):
+                        feed(chunk)
+                        if prog is not None:
+                            prog.advance(len(chunk))
+
+    @contextmanager
+    def background(self) -> Iterator[Callable[[bytes], None]]:
+        """A function that hands a chunk to hashing threads (one per algorithm) and returns at once
+        unless HASH_QUEUE chunks are waiting; on exit every chunk handed over has been hashed."""
+        objs = [o for o in (self.sha256, self.extra) if o is not None]
+        queues: list[queue.Queue[bytes | None]] = [queue.Queue(HASH_QUEUE) for _ in objs]
+
+        def work(o: Any, q: queue.Queue[bytes | None]) -> None:
+            while (b := q.get()) is not None:
+                o.update(b)
+
+        threads = [
+            threading.Thread(target=work, args=(o, q), name="zoo-hash", daemon=True)
+            for o, q in zip(objs, queues, strict=True)
+        ]
+        for t in threads:
+            t.start()
+
+        def feed(b: bytes) -> None:
+            for q in queues:
+                q.put(b)
+            self.n += len(b)
+
+        try:
+            yield feed
+        finally:
+            for q in queues:
+                q.put(None)
+            for t in threads:
+                t.join()
 
     def update(self, b: bytes) -> None:
         self.sha256.update(b)
@@ -216,14 +286,62 @@ def _file_lock(opts: Options, key: str) -> Iterator[None]:
         yield
 
 
-class _Progress:
-    """A rich progress bar on a terminal; nothing otherwise."""
+def _notice(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
-    def __init__(self, enabled: bool, label: str) -> None:
-        self.enabled = enabled
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f}"
+
+
+class _Progress:
+    """Progress on stderr: a rich bar on a terminal (``mode="bar"``); otherwise (``"lines"``) one line
+    every ``interval`` seconds, so only transfers that last that long print anything; or nothing.
+    ``note`` prints a line (retry waits) in every mode."""
+
+    def __init__(self, mode: str | bool, label: str, interval: float = 5.0) -> None:
+        self.mode = mode if isinstance(mode, str) else ("bar" if mode else "off")
+        self.enabled = self.mode == "bar"
         self.label = label
+        self.interval = interval
         self._p: Any = None
         self._task: Any = None
+        self._phase_task: Any = None
+        self._what = ""
+        self._total: int | None = None
+        self._done = 0
+        self._t0 = self._t_last = time.monotonic()
+        self._done_last = 0
+
+    def note(self, line: str) -> None:
+        """One line on stderr, above the bar if there is one."""
+        if self._p is not None:
+            self._p.console.print(line, markup=False, highlight=False)
+        else:
+            _notice(line)
+
+    def _reset(self, what: str, total: int | None, done: int) -> None:
+        self._what, self._total, self._done = what, total, done
+        self._t0 = self._t_last = time.monotonic()
+        self._done_last = done
+
+    def phase(self, what: str, total: int | None) -> None:
+        """A step before the transfer (re-hashing a partial download): its own bar or lines."""
+        self._reset(what, total, 0)
+        if self._p is not None:
+            if self._phase_task is not None:
+                self._p.remove_task(self._phase_task)
+            self._phase_task = self._p.add_task(f"{self.label}: {what}", total=total)
+
+    def _line(self, now: float) -> None:
+        rate = (self._done - self._done_last) / max(now - self._t_last, 1e-9)
+        what = f" {self._what}" if self._what else ""
+        if self._total:
+            amount = f"{_mb(self._done)}/{_mb(self._total)} MB ({100 * self._done // self._total}%)"
+        else:
+            amount = f"{_mb(self._done)} MB"
+        self.note(f"zoo: {self.label}{what} {amount} {rate / 1e6:.0f} MB/s")
+        self._t_last, self._done_last = now, self._done
 
     def __enter__(self) -> _Progress:
         if self.enabled:
@@ -237,24 +355,41 @@ class _Progress:
                 TransferSpeedColumn,
             )
 
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                               TransferSpeedColumn(), TimeRemainingColumn(),
-                               console=Console(stderr=True), transient=True)
+            self._p = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
             self._p.__enter__()
             self._task = self._p.add_task(self.label, total=None)
         return self
 
     def start(self, total: int | None, done: int) -> None:
+        """The transfer starts (or resumes at ``done``) of ``total`` bytes."""
+        self._reset("", total, done)
         if self._p is not None:
+            if self._phase_task is not None:
+                self._p.remove_task(self._phase_task)
+                self._phase_task = None
             self._p.update(self._task, total=total, completed=done)
 
     def advance(self, n: int) -> None:
+        self._done += n
         if self._p is not None:
-            self._p.advance(self._task, n)
+            self._p.advance(self._phase_task if self._phase_task is not None else self._task, n)
+        elif self.mode == "lines":
+            now = time.monotonic()
+            if now - self._t_last >= self.interval:
+                self._line(now)
 
     def __exit__(self, *exc: object) -> None:
         if self._p is not None:
             self._p.__exit__(None, None, None)
+            self._p = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,12 +435,22 @@ def _expects_html(ref: FileRef) -> bool:
     return ref.name.lower().endswith((".html", ".htm"))
 
 
-def _write_stream(chunks: Iterator[bytes], part: Path, h: Hashes, prog: _Progress, *,
-                  sniff_html: bool, url: str, limit: int | None) -> None:
-    """Append ``chunks`` to ``part`` while hashing; HTML sniffing on the first chunk."""
+def _write_stream(
+    chunks: Iterator[bytes],
+    part: Path,
+    h: Hashes,
+    prog: _Progress,
+    *,
+    sniff_html: bool,
+    url: str,
+    limit: int | None,
+) -> None:
+    """Append ``chunks`` to ``part``; hashing threads take each chunk once it is written, so reading
+    and writing overlap with hashing. HTML sniffing on the first chunk. On any exit every written
+    byte has been hashed (``h.n`` is the size the partial grew by)."""
     first = sniff_html
     try:
-        with open(part, "ab") as f:
+        with open(part, "ab", buffering=0) as f, h.background() as feed:
             for chunk in chunks:
                 if not chunk:
                     continue
@@ -315,8 +460,10 @@ def _write_stream(chunks: Iterator[bytes], part: Path, h: Hashes, prog: _Progres
                         raise _BadSource(f"{url} returned an HTML page, not the file")
                 if limit is not None and h.n + len(chunk) > limit:
                     raise _BadSource(f"{url} sent more than the expected {limit} bytes")
-                f.write(chunk)
-                h.update(chunk)
+                view = memoryview(chunk)
+                while view:  # an unbuffered write may take less than everything
+                    view = view[f.write(view) :]
+                feed(chunk)
                 prog.advance(len(chunk))
     except OSError as e:
         if _disk_full(e):
@@ -325,8 +472,9 @@ def _write_stream(chunks: Iterator[bytes], part: Path, h: Hashes, prog: _Progres
         raise
 
 
-def _http_once(session: Any, url: str, part: Path, h: Hashes, ref: FileRef, opts: Options,
-               prog: _Progress) -> None:
+def _http_once(
+    session: Any, url: str, part: Path, h: Hashes, ref: FileRef, opts: Options, prog: _Progress
+) -> None:
     """One GET (resuming from the partial); raises _Retry on transient trouble."""
     import requests
     import urllib3
@@ -337,23 +485,27 @@ def _http_once(session: Any, url: str, part: Path, h: Hashes, ref: FileRef, opts
         part.unlink()
         have = 0
     if h.n != have:
-        h.reset(part)
+        h.reset(part, prog)
     if expected is not None and have == expected:
         return  # complete already (e.g. the body arrived but the connection broke afterwards)
     headers = {"Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
     try:
-        with session.get(url, headers=headers, stream=True, allow_redirects=True,
-                         timeout=(min(10.0, opts.timeout), opts.timeout)) as r:
+        with session.get(
+            url,
+            headers=headers,
+            stream=True,
+            allow_redirects=True,
+            timeout=(min(10.0, opts.timeout), opts.timeout),
+        ) as r:
             code = r.status_code
             if code == 416 and have:
                 part.unlink(missing_ok=True)
                 h.reset()
                 raise _Retry(f"HTTP 416 for a resume at byte {have}; restarting from zero", 0)
             if code == 429 or 500 <= code < 600:
-                raise _Retry(f"HTTP {code}", _retry_after(r.headers.get("Retry-After"),
-                                                           opts.max_retry_after))
+                raise _Retry(f"HTTP {code}", _retry_after(r.headers.get("Retry-After"), opts.max_retry_after))
             if code >= 400:
                 raise FetchError(f"{url}: HTTP {code} {r.reason or ''}".rstrip())
             ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -365,8 +517,10 @@ def _http_once(session: Any, url: str, part: Path, h: Hashes, ref: FileRef, opts
             if code == 206:
                 m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
                 if not m or int(m.group(1)) != have:
-                    raise _BadSource(f"{url}: bad Content-Range {r.headers.get('Content-Range')!r} "
-                                     f"for a resume at byte {have}")
+                    raise _BadSource(
+                        f"{url}: bad Content-Range {r.headers.get('Content-Range')!r} "
+                        f"for a resume at byte {have}"
+                    )
                 start = have
                 total = int(m.group(3)) if m.group(3) != "*" else None
             else:
@@ -376,20 +530,32 @@ def _http_once(session: Any, url: str, part: Path, h: Hashes, ref: FileRef, opts
                     h.reset()
                 total = int(clen) if clen and clen.isdigit() else None
             if total is not None and expected is not None and total != expected:
-                raise _BadSource(f"{url}: the server announces {total} bytes, the card says "
-                                 f"{expected}")
+                raise _BadSource(f"{url}: the server announces {total} bytes, the card says {expected}")
             prog.start(total or expected, start)
             if r.headers.get("Content-Encoding", "identity").lower() in ("", "identity"):
                 # Raw reads hand over every byte that arrived before a connection broke (the
                 # decoding reader drops its half-filled buffer), so a resume loses nothing.
-                chunks: Iterator[bytes] = iter(lambda: r.raw.read(CHUNK, decode_content=False), b"")
+                # read1: what has arrived, up to CHUNK (a slow server's bytes reach the disk at once).
+                chunks: Iterator[bytes] = iter(lambda: r.raw.read1(CHUNK, decode_content=False), b"")
             else:
                 chunks = r.iter_content(CHUNK)
-            _write_stream(chunks, part, h, prog, url=url,
-                          sniff_html=start == 0 and not _expects_html(ref),
-                          limit=expected if expected is not None else total)
-    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-            urllib3.exceptions.HTTPError) as e:
+            _write_stream(
+                chunks,
+                part,
+                h,
+                prog,
+                url=url,
+                sniff_html=start == 0 and not _expects_html(ref),
+                limit=expected if expected is not None else total,
+            )
+    except (
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.ChunkedEncodingError,
+        urllib3.exceptions.HTTPError,
+    ) as e:
+        if _unreachable(e):  # not transient: waiting would not help, the next source might
+            raise FetchError(f"{url}: {_describe(e)}") from None
         raise _Retry(_describe(e)) from e
     size = part.stat().st_size if part.exists() else 0
     want = expected if expected is not None else total
@@ -397,10 +563,50 @@ def _http_once(session: Any, url: str, part: Path, h: Hashes, ref: FileRef, opts
         raise _Retry(f"truncated body: {size} of {want} bytes")
 
 
+_UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH}
+
+
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    """``e`` and everything it wraps (``__cause__``, ``__context__``, urllib3's ``reason``, args)."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [e]
+    while todo:
+        x = todo.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        yield x
+        more = [x.__cause__, x.__context__, getattr(x, "reason", None), *getattr(x, "args", ())]
+        todo.extend(m for m in more if isinstance(m, BaseException))
+
+
+def _unreachable(e: BaseException) -> bool:
+    """A host name that does not resolve, a refused connection, no route: not transient."""
+    import socket
+
+    import urllib3
+
+    for x in _causes(e):
+        if isinstance(x, (socket.gaierror, urllib3.exceptions.NameResolutionError, ConnectionRefusedError)):
+            return True
+        if isinstance(x, OSError) and x.errno in _UNREACHABLE_ERRNOS:
+            return True
+    return False
+
+
 def _describe(e: Exception) -> str:
     """A short reason for a network failure ("cannot connect: Connection refused", ...)."""
-    import requests
+    import socket
 
+    import requests
+    import urllib3
+
+    for x in _causes(e):
+        if isinstance(x, (urllib3.exceptions.NameResolutionError, socket.gaierror)):
+            host = getattr(x, "_host", None) or getattr(x, "host", None) or ""
+            why = next((str(y.strerror or y) for y in _causes(x) if isinstance(y, socket.gaierror)), "")
+            return f"cannot resolve the host name {host}".rstrip() + (f" ({why})" if why else "")
+    proxy = any(isinstance(x, requests.exceptions.ProxyError) for x in _causes(e))
     text = str(e)
     if isinstance(e, requests.exceptions.ChunkedEncodingError) or "IncompleteRead" in text:
         return "connection broke before the body was complete"
@@ -408,14 +614,13 @@ def _describe(e: Exception) -> str:
         return "timed out"
     m = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
     if m:
-        return f"cannot connect: {m.group(1).strip()}"
+        return f"cannot connect{' to the proxy' if proxy else ''}: {m.group(1).strip()}"
     if "NameResolution" in text or "getaddrinfo" in text:
         return "cannot resolve the host name"
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def _http_download(url: str, part: Path, h: Hashes, ref: FileRef, opts: Options,
-                   prog: _Progress) -> None:
+def _http_download(url: str, part: Path, h: Hashes, ref: FileRef, opts: Options, prog: _Progress) -> None:
     """GET with resume and retries (exponential backoff; progress resets the count)."""
     import requests
 
@@ -436,7 +641,7 @@ def _http_download(url: str, part: Path, h: Hashes, ref: FileRef, opts: Options,
                 if failures > opts.retries:
                     raise FetchError(f"{url}: {e} (gave up after {opts.retries} retries)") from None
                 wait = e.wait if e.wait is not None else opts.backoff * (2 ** (failures - 1))
-                log.info("%s: %s; retry %d/%d in %.2fs", url, e, failures, opts.retries, wait)
+                prog.note(f"zoo: {url}: {e}; retry {failures}/{opts.retries} in {wait:.1f}s")
                 time.sleep(wait)
 
 
@@ -451,30 +656,83 @@ def _file_download(url: str, part: Path, h: Hashes, ref: FileRef, prog: _Progres
         raise FetchError(f"{url}: cannot read {src}: {e.strerror}") from e
     with f:
         prog.start(os.fstat(f.fileno()).st_size, 0)
-        _write_stream(iter(lambda: f.read(1 << 20), b""), part, h, prog, url=url,
-                      sniff_html=False, limit=None)
+        _write_stream(
+            iter(lambda: f.read(1 << 20), b""), part, h, prog, url=url, sniff_html=False, limit=None
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # the cache side
 
 
+def _stat_record(st: os.stat_result) -> dict[str, int]:
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+
+
+def _settle(blob: Path) -> dict[str, int] | None:
+    """The blob's stat to record in its ref right after its bytes were verified, or None when the
+    stat could not prove it unchanged later. A fresh mtime is moved RACY_NS into the past first: a
+    write in the same clock tick would otherwise leave size, mtime and inode as recorded."""
+    st = blob.stat()
+    now = time.time_ns()
+    if now - st.st_mtime_ns < RACY_NS:
+        past = (now - RACY_NS) // 1_000_000_000 * 1_000_000_000
+        try:
+            os.utime(blob, ns=(st.st_atime_ns, past))
+        except OSError:
+            return None  # not ours to touch: it is re-hashed at its next use
+        st = blob.stat()
+    return _stat_record(st)
+
+
+def _intact(
+    card: ModelCard, ref: FileRef, rec: dict[str, Any], blob: Path, opts: Options
+) -> dict[str, Any] | None:
+    """Is the cached blob of ``rec`` still the bytes its name says? Re-hashed when its size, mtime
+    or inode differ from those recorded at its last verification (always with ``opts.verify``).
+    Returns the ref (updated after a re-hash). Damaged: offline, ChecksumError naming it; online,
+    the blob is removed and None returned (the caller downloads it again)."""
+    try:
+        st = blob.stat()
+    except FileNotFoundError:
+        return None
+    if not opts.verify and rec.get("blob_stat") == _stat_record(st):
+        return rec
+    sha = rec["sha256"]
+    actual = cache.sha256_file(blob)
+    if actual == sha:
+        rec = {**rec, "size": st.st_size, "blob_stat": _settle(blob)}
+        cache.write_ref(card.id, file_key(ref), rec, opts.home)
+        return rec
+    msg = (
+        f"{_label(card, ref)}: the cached copy is damaged: {blob} has sha256 {actual}, expected sha256 {sha}"
+    )
+    if opts.offline:
+        raise ChecksumError(
+            f"{msg} (offline: not fetched again; pull online, or run 'zoo cache verify --repair')"
+        )
+    try:  # drop it, unless another process replaced it meanwhile
+        if _stat_record(blob.stat()) == _stat_record(st):
+            blob.unlink()
+    except FileNotFoundError:
+        pass
+    _notice(f"zoo: {msg}; fetching it again")
+    return None
+
+
 def _cached(card: ModelCard, ref: FileRef, opts: Options) -> Path | None:
-    """The named view of a cached, pinned-consistent copy, or None."""
+    """The named view of a cached, pinned-consistent, intact copy, or None."""
     key = file_key(ref)
     rec = cache.read_ref(card.id, key, opts.home)
     if not rec or not rec.get("sha256"):
         return None
     sha = rec["sha256"]
     blob = cache.blob_path(sha, opts.home)
-    try:
-        size = blob.stat().st_size
-    except FileNotFoundError:
-        return None
-    if rec.get("size") is not None and size != rec["size"]:
-        return None
     pin = cache.read_pin(card.id, key, opts.home)
     if pin is not None and pin != sha:
+        return None
+    rec = _intact(card, ref, rec, blob, opts)
+    if rec is None:
         return None
     if not ref.member and not ref.hf and ref.checksum.published:
         # The card may have changed since: the cached blob must satisfy today's published checksum.
@@ -486,22 +744,34 @@ def _cached(card: ModelCard, ref: FileRef, opts: Options) -> Path | None:
     return cache.link_view(card.id, key, sha, opts.home)
 
 
-def _commit(card: ModelCard, ref: FileRef, tmp: Path, sha: str, size: int, url: str,
-            opts: Options, checksum: dict[str, Any] | None, readonly: bool = True) -> Path:
-    """Pin (first use), write the ref, rename the verified temp file into blobs/, link the view."""
+def _commit(
+    card: ModelCard,
+    ref: FileRef,
+    tmp: Path,
+    sha: str,
+    size: int,
+    url: str,
+    opts: Options,
+    checksum: dict[str, Any] | None,
+    readonly: bool = True,
+) -> Path:
+    """Rename the verified temp file into blobs/ (always: a damaged blob of that name is replaced),
+    pin (first use), write the ref with the blob's stat, link the view."""
     key = file_key(ref)
-    if cache.read_pin(card.id, key, opts.home) is None:
-        cache.write_pin(card.id, key, sha, opts.home)
-    cache.write_ref(card.id, key, {"sha256": sha, "size": size, "url": url,
-                                   "checksum": checksum}, opts.home)
     blob = cache.blob_path(sha, opts.home)
     blob.parent.mkdir(parents=True, exist_ok=True)
-    if blob.exists():
-        tmp.unlink(missing_ok=True)
-    else:
-        if readonly:
-            os.chmod(tmp, 0o444)
-        os.replace(tmp, blob)
+    if readonly:
+        os.chmod(tmp, 0o444)
+    os.replace(tmp, blob)
+    stat = _settle(blob)
+    if cache.read_pin(card.id, key, opts.home) is None:
+        cache.write_pin(card.id, key, sha, opts.home)
+    cache.write_ref(
+        card.id,
+        key,
+        {"sha256": sha, "size": size, "url": url, "checksum": checksum, "blob_stat": stat},
+        opts.home,
+    )
     return cache.link_view(card.id, key, sha, opts.home)
 
 
@@ -511,7 +781,8 @@ def _check_pin(card: ModelCard, ref: FileRef, sha: str, url: str, opts: Options)
         raise ChecksumError(
             f"{_label(card, ref)}: the bytes from {url} changed since they were pinned: "
             f"expected sha256 {pin}, got sha256 {sha} (pin: "
-            f"{cache.pin_path(card.id, file_key(ref), opts.home)})")
+            f"{cache.pin_path(card.id, file_key(ref), opts.home)})"
+        )
 
 
 def _verify(card: ModelCard, ref: FileRef, h: Hashes, size: int, url: str, opts: Options) -> None:
@@ -520,8 +791,10 @@ def _verify(card: ModelCard, ref: FileRef, h: Hashes, size: int, url: str, opts:
         raise _SizeMismatch(f"{url}: got {size} bytes, the card says {ref.size}")
     ck = ref.checksum
     if not checksum_matches(ck, h):
-        raise ChecksumError(f"{_label(card, ref)}: checksum mismatch for {url}: expected {ck.algo} "
-                            f"{ck.value}, got {ck.algo} {h.digest_for(ck.algo)}")
+        raise ChecksumError(
+            f"{_label(card, ref)}: checksum mismatch for {url}: expected {ck.algo} "
+            f"{ck.value}, got {ck.algo} {h.digest_for(ck.algo)}"
+        )
     _check_pin(card, ref, h.sha256.hexdigest(), url, opts)
 
 
@@ -539,7 +812,7 @@ def _download_verified(card: ModelCard, ref: FileRef, opts: Options) -> Path:
     if not urls:
         raise FetchError(f"{_label(card, ref)}: the card gives no URL")
     errors: list[FetchError] = []
-    with _Progress(opts.progress, ref.name) as prog:
+    with _Progress(opts.progress, ref.name, opts.progress_interval) as prog:
         for url in urls:
             for attempt in (1, 2):
                 h = _new_hashes(ref.checksum)
@@ -574,8 +847,9 @@ def _download_verified(card: ModelCard, ref: FileRef, opts: Options) -> Path:
                 except OSError as e:
                     if _disk_full(e):
                         part.unlink(missing_ok=True)
-                        raise DiskFullError(f"disk full while caching {_label(card, ref)}: "
-                                            f"{e.strerror}") from e
+                        raise DiskFullError(
+                            f"disk full while caching {_label(card, ref)}: {e.strerror}"
+                        ) from e
                     raise
     _raise_all(card, ref, errors)
 
@@ -593,11 +867,14 @@ def _no_checksum_policy(card: ModelCard, ref: FileRef, opts: Options) -> None:
     if ref.checksum.published:
         return
     if opts.require_checksum:
-        raise ChecksumError(f"{_label(card, ref)}: its publisher gave no checksum and "
-                            "--require-checksum is set; refusing it")
+        raise ChecksumError(
+            f"{_label(card, ref)}: its publisher gave no checksum and --require-checksum is set; refusing it"
+        )
     if cache.read_pin(card.id, file_key(ref), opts.home) is None:
-        log.warning("%s: no published checksum; its sha256 is recorded on this first download "
-                    "and pinned from now on", _label(card, ref))
+        log.warning(
+            "%s: no published checksum; its sha256 is recorded on this first download and pinned from now on",
+            _label(card, ref),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -632,8 +909,9 @@ def _open_member(archive: Path, member: str) -> tuple[IO[bytes], Callable[[], No
                 _safe_member(ti.name)
                 if not ti.isfile():
                     tf.close()
-                    raise FetchError(f"refusing archive member {member!r}: not a regular file "
-                                     "(link or device)")
+                    raise FetchError(
+                        f"refusing archive member {member!r}: not a regular file (link or device)"
+                    )
                 fobj = tf.extractfile(ti)
                 assert fobj is not None
                 return fobj, tf.close
@@ -666,16 +944,34 @@ def _fetch_member(card: ModelCard, ref: FileRef, opts: Options) -> Path:
         h = Hashes(None)
         try:
             try:
-                _write_stream(iter(lambda: stream.read(1 << 20), b""), tmp, h, _Progress(False, ""),
-                              sniff_html=False, url=f"{archive_ref.name}:{ref.member}", limit=None)
+                _write_stream(
+                    iter(lambda: stream.read(1 << 20), b""),
+                    tmp,
+                    h,
+                    _Progress(False, ""),
+                    sniff_html=False,
+                    url=f"{archive_ref.name}:{ref.member}",
+                    limit=None,
+                )
             finally:
                 close()
             sha = h.sha256.hexdigest()
             _check_pin(card, ref, sha, f"{archive_ref.name}!{ref.member}", opts)
             rec = cache.read_ref(card.id, archive_ref.name, opts.home) or {}
-            return _commit(card, ref, tmp, sha, h.n, f"{rec.get('url')}!{ref.member}", opts,
-                           {"algo": "sha256", "value": sha, "source": "extracted from the "
-                            f"verified archive {archive_ref.name} ({rec.get('sha256')})"})
+            return _commit(
+                card,
+                ref,
+                tmp,
+                sha,
+                h.n,
+                f"{rec.get('url')}!{ref.member}",
+                opts,
+                {
+                    "algo": "sha256",
+                    "value": sha,
+                    "source": f"extracted from the verified archive {archive_ref.name} ({rec.get('sha256')})",
+                },
+            )
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -721,13 +1017,15 @@ def _fetch_hf(card: ModelCard, ref: FileRef, opts: Options) -> Path:
     with _file_lock(opts, identity_key(ref)):
         try:
             local = huggingface_hub.hf_hub_download(
-                repo_id, filename, revision=revision, endpoint=endpoint,
-                cache_dir=_hf_cache_dir(), **kw)
+                repo_id, filename, revision=revision, endpoint=endpoint, cache_dir=_hf_cache_dir(), **kw
+            )
         except Exception as e:  # the hub client raises many types (httpx, HfHubHTTPError, OSError)
             if isinstance(e, OSError) and _disk_full(e):
                 raise DiskFullError(f"disk full while downloading {where}: {e.strerror}") from e
-            err = FetchError(f"{where} from {endpoint or 'huggingface.co'}: "
-                             f"{(str(e).splitlines() or [type(e).__name__])[0]}")
+            err = FetchError(
+                f"{where} from {endpoint or 'huggingface.co'}: "
+                f"{(str(e).splitlines() or [type(e).__name__])[0]}"
+            )
             hit = _cached(card, ref, opts)
             if hit is None:
                 raise err from e
@@ -737,20 +1035,25 @@ def _fetch_hf(card: ModelCard, ref: FileRef, opts: Options) -> Path:
         etag = real.name  # HF names blobs by ETag: the file's sha256 for LFS files
         pin = cache.read_pin(card.id, file_key(ref), opts.home)
         rec = cache.read_ref(card.id, file_key(ref), opts.home)
-        if (pin is not None and etag == pin and rec and rec.get("sha256") == pin
-                and cache.blob_path(pin, opts.home).is_file()):
-            return cache.link_view(card.id, file_key(ref), pin, opts.home)
+        if pin is not None and etag == pin and rec and rec.get("sha256") == pin:
+            hit = _cached(card, ref, opts)  # re-hashed if its stat changed; None if damaged
+            if hit is not None:
+                return hit
         h = _rehash(real, ref.checksum)
         sha = h.sha256.hexdigest()
         if re.fullmatch(r"[0-9a-f]{64}", etag) and etag != sha:
-            raise ChecksumError(f"{_label(card, ref)}: {where}: the hub's ETag says sha256 {etag}, "
-                                f"the downloaded file has sha256 {sha}")
+            raise ChecksumError(
+                f"{_label(card, ref)}: {where}: the hub's ETag says sha256 {etag}, "
+                f"the downloaded file has sha256 {sha}"
+            )
         if ref.size is not None and h.n != ref.size:
             raise FetchError(f"{where}: got {h.n} bytes, the card says {ref.size}")
         if not checksum_matches(ref.checksum, h):
-            raise ChecksumError(f"{_label(card, ref)}: checksum mismatch for {where}: expected "
-                                f"{ref.checksum.algo} {ref.checksum.value}, got {ref.checksum.algo} "
-                                f"{h.digest_for(ref.checksum.algo)}")
+            raise ChecksumError(
+                f"{_label(card, ref)}: checksum mismatch for {where}: expected "
+                f"{ref.checksum.algo} {ref.checksum.value}, got {ref.checksum.algo} "
+                f"{h.digest_for(ref.checksum.algo)}"
+            )
         _check_pin(card, ref, sha, url, opts)
         bdir = cache.blob_path(sha, opts.home).parent
         bdir.mkdir(parents=True, exist_ok=True)
@@ -760,8 +1063,13 @@ def _fetch_hf(card: ModelCard, ref: FileRef, opts: Options) -> Path:
                 os.link(real, tmp)
             except OSError:
                 shutil.copyfile(real, tmp)
-            ck = (ref.checksum.to_dict() if ref.checksum.published else
-                  {"algo": "sha256", "value": etag, "source": "hub ETag"} if len(etag) == 64 else None)
+            ck = (
+                ref.checksum.to_dict()
+                if ref.checksum.published
+                else {"algo": "sha256", "value": etag, "source": "hub ETag"}
+                if len(etag) == 64
+                else None
+            )
             return _commit(card, ref, tmp, sha, h.n, url, opts, ck, readonly=False)
         except OSError as e:
             if _disk_full(e):
@@ -775,27 +1083,49 @@ def _fetch_hf(card: ModelCard, ref: FileRef, opts: Options) -> Path:
 # public API
 
 
-def fetch_file(card: ModelCard, ref: FileRef, *, mirrors: Sequence[str] | None = None,
-               offline: bool | None = None, require_checksum: bool = False,
-               progress: bool | None = None, home: Path | None = None,
-               retries: int | None = None, backoff: float | None = None,
-               timeout: float | None = None, _opts: Options | None = None) -> Path:
+def fetch_file(
+    card: ModelCard,
+    ref: FileRef,
+    *,
+    mirrors: Sequence[str] | None = None,
+    offline: bool | None = None,
+    require_checksum: bool = False,
+    progress: bool | None = None,
+    home: Path | None = None,
+    retries: int | None = None,
+    backoff: float | None = None,
+    timeout: float | None = None,
+    verify: bool = False,
+    _opts: Options | None = None,
+) -> Path:
     """Return the local path of one verified file of ``card`` (downloading it if needed).
 
     The path is ``$ZOO_HOME/files/<id>/<file>``, a symlink to the content-addressed blob; for an
-    archive member, the extracted member. Raises FetchError (and its subclasses ChecksumError,
+    archive member, the extracted member. A cached blob is re-hashed when its size, mtime or inode
+    changed since it was last verified, or always with ``verify``; a damaged one is downloaded
+    again (offline: ChecksumError). Raises FetchError (and its subclasses ChecksumError,
     OfflineError, DiskFullError) with a one-line message.
     """
-    opts = _opts or Options.resolve(mirrors=mirrors, offline=offline,
-                                    require_checksum=require_checksum, progress=progress,
-                                    home=home, retries=retries, backoff=backoff, timeout=timeout)
+    opts = _opts or Options.resolve(
+        mirrors=mirrors,
+        offline=offline,
+        require_checksum=require_checksum,
+        progress=progress,
+        home=home,
+        retries=retries,
+        backoff=backoff,
+        timeout=timeout,
+        verify=verify,
+    )
     try:
         return _fetch_file(card, ref, opts)
     except OSError as e:  # the cache itself could not be written: one line, the right type
         if _disk_full(e):
             raise DiskFullError(f"disk full while caching {_label(card, ref)}: {e.strerror}") from e
-        raise FetchError(f"{_label(card, ref)}: cannot use the cache at {opts.home}: "
-                         f"{e.strerror or e}" + (f" ({e.filename})" if e.filename else "")) from e
+        raise FetchError(
+            f"{_label(card, ref)}: cannot use the cache at {opts.home}: "
+            f"{e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
+        ) from e
 
 
 def _fetch_file(card: ModelCard, ref: FileRef, opts: Options) -> Path:
@@ -836,8 +1166,7 @@ def _copy_atomic(src: Path, dest: Path) -> Path:
     return dest
 
 
-def pull(card: ModelCard, file_name: str | None = None, dest: Path | None = None,
-         **kw: Any) -> list[Path]:
+def pull(card: ModelCard, file_name: str | None = None, dest: Path | None = None, **kw: Any) -> list[Path]:
     """Fetch every file of ``card`` (or only ``file_name``); copy into ``dest`` when given.
 
     Returns the cache paths, or the copies in ``dest`` (named after the file, or the member's
