@@ -43,12 +43,19 @@ def info(model_id: str, *, home: Path | None = None) -> ModelCard:
 
 
 def pull(model_id: str, file: str | None = None, dest: str | Path | None = None, *,
-         home: Path | None = None, **kw: Any) -> list[Path]:
-    """Download a model's files (or the one named) into the cache, verified; copy to ``dest``."""
+         home: Path | None = None, verify: bool = False, **kw: Any) -> list[Path]:
+    """Download a model's files (or the one named) into the cache, verified; copy to ``dest``.
+
+    A cached copy is re-hashed when its blob's size, mtime or inode changed since it was last
+    verified, or always with ``verify=True``; damaged bytes are fetched again (offline:
+    ChecksumError). Other keyword arguments: those of ``zoo.fetch.fetch_file`` (mirrors, offline,
+    require_checksum, progress, retries, backoff, timeout).
+    """
     from zoo import fetch
 
     card = info(model_id, home=home)
-    return fetch.pull(card, file_name=file, dest=Path(dest) if dest else None, home=home, **kw)
+    return fetch.pull(card, file_name=file, dest=Path(dest) if dest else None, home=home,
+                      verify=verify, **kw)
 
 
 def register(

@@ -205,23 +205,33 @@ def info(model_id: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("model_id")
-@click.option("--file", "file_name", help="Only this file of the card.")
+@click.argument("model_ids", metavar="MODEL_ID...", nargs=-1, required=True)
+@click.option("--file", "file_name", help="Only this file of the card (with a single MODEL_ID).")
 @click.option("--dest", type=click.Path(file_okay=False), help="Copy the files here too.")
 @click.option("--mirror", "mirrors", multiple=True,
               help="Mirror base URL (repeatable; tried in order). Default: $ZOO_MIRROR.")
 @click.option("--offline", is_flag=True, default=None, help="Use only the cache ($ZOO_OFFLINE).")
 @click.option("--require-checksum", is_flag=True,
               help="Refuse files whose publisher gave no checksum.")
-def pull(model_id: str, file_name: str | None, dest: str | None, mirrors: tuple[str, ...],
-         offline: bool | None, require_checksum: bool) -> None:
-    """Download a model's files into the cache, verifying checksums; print their paths."""
+@click.option("--verify", is_flag=True,
+              help="Re-hash cached files even when their size, mtime and inode are unchanged.")
+def pull(model_ids: tuple[str, ...], file_name: str | None, dest: str | None,
+         mirrors: tuple[str, ...], offline: bool | None, require_checksum: bool, verify: bool) -> None:
+    """Download models' files into the cache, verifying checksums; print their paths.
+
+    A cached copy whose bytes changed is fetched again (offline: an error naming the damage).
+    """
     from zoo import api
 
-    paths = api.pull(model_id, file_name, dest, mirrors=list(mirrors) or None,
-                     offline=offline or None, require_checksum=require_checksum)
-    for p in paths:
-        click.echo(str(p))
+    if file_name is not None and len(model_ids) > 1:
+        raise click.UsageError("--file names a file of one model: give a single MODEL_ID with it")
+    for model_id in model_ids:  # every id known before anything is downloaded
+        api.info(model_id)
+    for model_id in model_ids:
+        paths = api.pull(model_id, file_name, dest, mirrors=list(mirrors) or None,
+                         offline=offline or None, require_checksum=require_checksum, verify=verify)
+        for p in paths:
+            click.echo(str(p))
 
 
 @cli.group()
@@ -230,9 +240,9 @@ def cache() -> None:
 
 
 @cache.command("ls")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable, sizes in bytes.")
 def cache_ls(as_json: bool) -> None:
-    """List cached files per model."""
+    """List cached files per model: model, file, size, sha256 (first 12), path."""
     from zoo import cache as zcache
 
     rows = zcache.list_entries()
@@ -240,23 +250,49 @@ def cache_ls(as_json: bool) -> None:
         click.echo(json.dumps([r if isinstance(r, dict) else r.__dict__ for r in rows],
                               indent=1, default=str))
         return
+    if not rows:
+        click.echo("the cache is empty", err=True)
+        return
+    table = [("MODEL", "FILE", "SIZE", "SHA256", "PATH")]
     for r in rows:
         d = r if isinstance(r, dict) else r.__dict__
-        click.echo(f"{d.get('model_id')}\t{d.get('file_name')}\t{d.get('size')}\t"
-                   f"{str(d.get('sha256'))[:16]}\t{d.get('path')}")
+        path = str(d.get("path")) + ("" if d.get("present", True) else "  (blob missing)")
+        table.append((str(d.get("model_id")), str(d.get("file_name")), zcache.human_size(d.get("size")),
+                      str(d.get("sha256"))[:12], path))
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]),
+                 row[3].ljust(widths[3]), row[4]]
+        click.echo("  ".join(cells))
 
 
 @cache.command("verify")
-def cache_verify() -> None:
-    """Re-hash every cached blob; exit non-zero if any is damaged."""
+@click.option("--repair", is_flag=True,
+              help="Fetch again (from the registry's URLs, verified) every damaged or missing file.")
+def cache_verify(repair: bool) -> None:
+    """Re-hash every cached blob; exit non-zero if anything is (still) wrong."""
     from zoo import cache as zcache
 
-    problems = zcache.verify_cache()
-    for p in problems:
-        click.echo(str(p), err=True)
-    if problems:
+    if not repair:
+        problems = zcache.verify_cache()
+        for p in problems:
+            click.echo(str(p), err=True)
+        if problems:
+            sys.exit(5)
+        click.echo("cache ok")
+        return
+    res = zcache.repair_cache()
+    for p in res.found:
+        click.echo(f"found: {p}", err=True)
+    for label in res.repaired:
+        click.echo(f"repaired {label}")
+    for line in res.failed:
+        click.echo(f"could not repair {line}", err=True)
+    for p in res.problems:
+        click.echo(f"still wrong: {p}", err=True)
+    if not res.ok:
         sys.exit(5)
-    click.echo("cache ok")
+    click.echo(f"cache ok ({len(res.repaired)} file(s) repaired)" if res.found else "cache ok")
 
 
 @cache.command("rm")
@@ -264,11 +300,11 @@ def cache_verify() -> None:
 @click.option("--forget-pins", is_flag=True,
               help="Also forget the pinned sha256 (a later pull may then get different bytes).")
 def cache_rm(model_id: str, forget_pins: bool) -> None:
-    """Forget a model's cached files (blobs go at the next prune; pins stay)."""
+    """Forget a model's cached files and delete the blobs no other model uses (pins stay)."""
     from zoo import cache as zcache
 
-    n = zcache.remove(model_id, forget_pins=forget_pins)
-    click.echo(f"forgot {n} cached file(s) of {model_id}")
+    res = zcache.remove(model_id, forget_pins=forget_pins)
+    click.echo(f"{model_id}: {res}")
 
 
 @cache.command("prune")
