@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,17 @@ import click
 from zoo.errors import ZooError
 
 
-def _console(stderr: bool = False):
-    from rich.console import Console
+def _out_width() -> int | None:
+    """Columns to fit: $COLUMNS, else the terminal's; None when piped with no $COLUMNS."""
+    import os
+    import shutil
 
-    con = Console(stderr=stderr, highlight=False, soft_wrap=False)
-    if not con.is_terminal:  # piped: never truncate ids to the default 80 columns
-        con = Console(stderr=stderr, highlight=False, soft_wrap=False, width=200)
-    return con
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size((80, 24)).columns
+    return None
 
 
 def _fmt_params(n: int | None) -> str:
@@ -30,12 +35,70 @@ def _fmt_num(v: float | None, digits: int = 2) -> str:
 
 
 def _input_str(card: Any) -> str:
+    """The input shape one way for every source: channels x height x width (``3x224x224``)."""
     p = card.preprocess
-    if p.crop:
-        return str(p.crop)
+    chans = 1 if p.channel_order == "GRAY" else 3
+    h = w = None
     if p.input_size:
-        return "x".join(str(d) for d in p.input_size)
-    return "-"
+        dims = list(p.input_size)
+        if len(dims) == 3:
+            c, h, w = (dims[2], dims[0], dims[1]) if p.layout == "NHWC" else dims
+            chans = c or chans
+        elif len(dims) == 2:
+            h, w = dims
+    if p.crop:
+        h = w = p.crop
+    if not h or not w:
+        return "-"
+    return f"{chans}x{h}x{w}"
+
+
+# (header, right-aligned, value) for the search table, in the order dropped last-to-first.
+_SEARCH_COLUMNS: dict[str, tuple[str, bool, Any]] = {
+    "id": ("id", False, lambda c: c.id),
+    "top1": ("top-1", True, lambda c: _fmt_num(c.top1)),
+    "params": ("params", True, lambda c: _fmt_params(c.params)),
+    "source": ("source", False, lambda c: c.source),
+    "input": ("input", True, _input_str),
+    "gflops": ("GFLOPs", True, lambda c: _fmt_num(c.gflops)),
+    "origin": ("origin", False, lambda c: c.origin),
+    "license": ("license", False, lambda c: c.license or "-"),
+}
+_SEARCH_DEFAULT = ("id", "source", "origin", "top1", "params", "gflops", "input", "license")
+_DROP_ORDER = ("license", "origin", "gflops", "input", "source")  # first dropped first
+
+
+def _table(cards: Any, columns: Sequence[str], width: int | None) -> list[str]:
+    """Plain-text table lines. Fits ``width`` by dropping columns (``_DROP_ORDER``), then
+    shortening the licence; ids and numbers are never cut. Lines carry no trailing spaces."""
+    cols = list(columns)
+    cells = {k: [_SEARCH_COLUMNS[k][2](c) for c in cards] for k in cols}
+    widths = {k: max([len(_SEARCH_COLUMNS[k][0])] + [len(v) for v in cells[k]]) for k in cols}
+
+    def total() -> int:
+        return sum(widths[k] for k in cols) + 2 * (len(cols) - 1)
+
+    if width is not None:
+        for k in _DROP_ORDER:
+            if total() <= width:
+                break
+            if k in cols and len(cols) > 1 and k != "id":
+                if k == "license" and cols[-1] == k:
+                    room = width - (total() - widths[k])
+                    if room >= 10:  # keep a shortened licence rather than dropping it
+                        widths[k] = room
+                        cells[k] = [v if len(v) <= room else v[: room - 1] + "~" for v in cells[k]]
+                        break
+                cols.remove(k)
+    lines = []
+    for row in [None, *range(len(cards))]:
+        parts = []
+        for k in cols:
+            head, right, _ = _SEARCH_COLUMNS[k]
+            v = head if row is None else cells[k][row]
+            parts.append(v.rjust(widths[k]) if right else v.ljust(widths[k]))
+        lines.append("  ".join(parts).rstrip())
+    return lines
 
 
 class Count(click.ParamType):
@@ -87,45 +150,74 @@ def cli(ctx: click.Context, debug: bool) -> None:
               default="relevance", show_default=True)
 @click.option("--limit", type=int, default=50, show_default=True, help="0 for no limit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the matching cards as JSON.")
+@click.option("--wide", is_flag=True, help="Every column, whatever the width.")
+@click.option("--columns", help=f"Comma-separated columns to show, from {','.join(_SEARCH_COLUMNS)}.")
 def search(query: tuple[str, ...], source: str | None, framework: str | None,
            origin: str | None, task: str | None, dataset: str | None, min_top1: float | None,
            max_params: float | None, max_gflops: float | None, input_size: int | None,
-           license_: str | None, tag: str | None, sort: str, limit: int, as_json: bool) -> None:
+           license_: str | None, tag: str | None, sort: str, limit: int, as_json: bool, wide: bool,
+           columns: str | None) -> None:
     """Search the registry and your catalogue (ranked match on id, name, family, tags)."""
     from zoo import api
 
+    cols = _SEARCH_DEFAULT
+    if columns:
+        cols = tuple(c.strip().lower().replace("-", "") for c in columns.split(",") if c.strip())
+        bad = [c for c in cols if c not in _SEARCH_COLUMNS]
+        if bad:
+            raise click.BadParameter(f"unknown column {bad[0]!r} (choose from {', '.join(_SEARCH_COLUMNS)})",
+                                     param_hint="--columns")
     cards = api.search(" ".join(query) or None, source=source, framework=framework,
                        origin=origin, task=task, dataset=dataset, min_top1=min_top1,
                        max_params=max_params, max_gflops=max_gflops, input_size=input_size,
                        license=license_, tag=tag, sort=sort, limit=limit or None)
     if as_json:
         click.echo(json.dumps([c.to_dict() for c in cards], indent=1))
+        if not cards:
+            click.echo("no models match", err=True)
+            sys.exit(1)
         return
     if not cards:
         click.echo("no models match", err=True)
         sys.exit(1)
-    from rich.table import Table
+    for line in _table(cards, cols, None if wide or columns else _out_width()):
+        click.echo(line)
+    if cards.total > len(cards):
+        click.echo(f"showing {len(cards)} of {cards.total} (--limit 0 for all)", err=True)
 
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col, kw in (("id", {"no_wrap": True}), ("source", {}), ("origin", {}),
-                    ("top-1", {"justify": "right"}),
-                    ("params", {"justify": "right"}), ("GFLOPs", {"justify": "right"}),
-                    ("input", {"justify": "right"}), ("license", {})):
-        table.add_column(col, **kw)
-    for c in cards:
-        table.add_row(c.id, c.source, c.origin, _fmt_num(c.top1), _fmt_params(c.params),
-                      _fmt_num(c.gflops), _input_str(c), (c.license or "-")[:24])
-    _console().print(table)
+
+def _kv(rows: list[tuple[str, str]], width: int | None) -> list[str]:
+    """``label  value`` lines; prose wraps at ``width`` (never inside a word, URL or hash)."""
+    import textwrap
+
+    pad = max(len(k) for k, _ in rows) + 2
+    out = []
+    for k, v in rows:
+        if width and len(v) > width - pad and " " in v:
+            wrapped = textwrap.wrap(v, max(20, width - pad), break_long_words=False,
+                                    break_on_hyphens=False) or [v]
+        else:
+            wrapped = [v]
+        out.append((k.ljust(pad) + wrapped[0]).rstrip())
+        out.extend(" " * pad + w for w in wrapped[1:])
+    return out
+
+
+def _metric_str(m: Any) -> str:
+    text = f"{m.value:g} on {m.dataset}"
+    res, crop = getattr(m, "resolution", None), getattr(m, "crop_pct", None)
+    if res:
+        text += f" at {res} px"
+    if crop:
+        text += f", crop {crop:g}"
+    return text
 
 
 def _render_card(card: Any) -> None:
-    from rich.table import Table
-
-    con = _console()
-    con.print(f"[bold]{card.id}[/bold]  {card.name}")
-    t = Table(box=None, show_header=False, pad_edge=False)
-    t.add_column(style="bold")
-    t.add_column()
+    """The whole card as plain text: nothing read as markup, no padding, hashes and URLs whole."""
+    width = _out_width()
+    title = f"{card.id}  {card.name}"
+    click.echo(click.style(title, bold=True) if sys.stdout.isatty() else title)
     prov = card.provenance
     rows = [
         ("source", f"{card.source} ({card.framework}, {card.format})"),
@@ -136,6 +228,7 @@ def _render_card(card: Any) -> None:
         ("page", prov.get("page", "-")),
         ("params", "-" if card.params is None else f"{card.params:,}"),
         ("GFLOPs", _fmt_num(card.gflops)),
+        ("input", _input_str(card)),
         ("licence", card.license or "not stated"),
         ("tags", ", ".join(card.tags) or "-"),
         ("default cut", card.default_cut or "-"),
@@ -145,7 +238,9 @@ def _render_card(card: Any) -> None:
         lab = card.labels
         rows.append(("labels", f"{lab.get('set', 'custom')} ({lab.get('count', '?')} classes)"))
     for m in card.metrics:
-        rows.append((m.name, f"{m.value:g} on {m.dataset}" + (f"  [{m.source}]" if m.source else "")))
+        rows.append((m.name, _metric_str(m)))
+        if m.source:
+            rows.append(("", f"source: {m.source}"))
     p = card.preprocess
     if p.unknown:
         rows.append(("preprocessing", "unknown" + (f" ({p.note})" if p.note else "")))
@@ -159,8 +254,6 @@ def _render_card(card: Any) -> None:
             pre += f", resize {p.resize}"
         if p.crop:
             pre += f", crop {p.crop}"
-        if p.input_size:
-            pre += f", input {list(p.input_size)}"
         if p.interpolation:
             pre += f", {p.interpolation}"
         if p.transpose_hw:
@@ -170,24 +263,28 @@ def _render_card(card: Any) -> None:
         rows.append(("preprocessing", pre))
         if p.note:
             rows.append(("", p.note))
-    for k, v in rows:
-        t.add_row(k, str(v))
-    con.print(t)
-    ft = Table(title="files", title_justify="left", box=None, pad_edge=False,
-               header_style="bold")
-    for col in ("name", "role", "size", "checksum", "url"):
-        ft.add_column(col, overflow="fold")
+    for line in _kv(rows, width):
+        click.echo(line)
+    click.echo("files")
     for f in card.files:
         ck = f.checksum
-        cks = f"{ck.algo}:{ck.value}" if ck.published else (ck.source or "none published")
-        if f.pin:
-            cks += f" (pinned on {f.pin})"
-        url = f.urls[0] if f.urls else (f"hf://{f.hf['repo_id']}/{f.hf['filename']}" if f.hf else "-")
+        cks = f"{ck.algo}:{ck.value}" if ck.published else (ck.source or "no checksum published")
+        if f.pin and ck.published:
+            cks += f" (sha256 pinned on {f.pin})"
+        elif f.pin and "pin" not in cks:
+            cks += f" (sha256 pinned on {f.pin})"
         name = f.name + (f" :: {f.member}" if f.member else "")
-        ft.add_row(name, f.role, "-" if f.size is None else f"{f.size:,}", cks, url)
-    con.print(ft)
+        size = "" if f.size is None else f", {f.size:,} bytes"
+        click.echo(f"  {name}  ({f.role}{size})")
+        click.echo(f"    {cks}")
+        for url in f.urls:
+            click.echo(f"    {url}")
+        if f.hf:
+            click.echo(f"    hf://{f.hf['repo_id']}/{f.hf['filename']}@{f.hf.get('revision') or 'main'}")
     if card.notes:
-        con.print(card.notes)
+        click.echo("")
+        for line in _kv([("notes", card.notes)], width):
+            click.echo(line)
 
 
 @cli.command()

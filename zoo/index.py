@@ -43,11 +43,30 @@ from zoo.registry import (
     usable_entries,
 )
 
-INDEX_VERSION = 1  # bump when the table layout or the ranking's columns change
+INDEX_VERSION = 2  # bump when the table layout or the ranking's columns change
 
-_COLUMNS = ("id", "id_l", "norm_id", "model", "name_n", "fam", "tags", "words", "source", "source_n",
-            "framework_l", "origin_l", "task_l", "dataset_n", "license_l", "top1", "params", "gflops",
-            "input_hw", "origin", "card")
+_COLUMNS = (
+    "id",
+    "id_l",
+    "norm_id",
+    "model",
+    "name_n",
+    "fam",
+    "tags",
+    "words",
+    "source",
+    "source_n",
+    "framework_l",
+    "origin_l",
+    "task_l",
+    "dataset_n",
+    "license_l",
+    "top1",
+    "params",
+    "gflops",
+    "input_hw",
+    "origin",
+)
 
 
 def _stat_key(path: Path) -> str | None:
@@ -69,14 +88,33 @@ def _sha256(path: Path) -> str | None:
     return h.hexdigest()
 
 
-def _row(card: ModelCard, origin: str) -> tuple[Any, ...]:
+def _row(card: ModelCard, raw: Any, origin: str) -> tuple[Any, ...]:
+    """The ranking and filter columns, then the card's JSON (its entry as written), then the text."""
     f = SearchFields.of(card)
-    return (card.id, f.id_l, f.norm_id, f.model, f.name_n, f.fam, f.tags, f.words, f.source, f.source_n,
-            card.framework.lower(), card.origin.lower(), card.task.lower(),
-            _norm(card.dataset) if card.dataset is not None else None,
-            card.license.lower() if card.license is not None else None,
-            card.top1, card.params, card.gflops, input_hw(card), origin,
-            json.dumps(card.to_dict(), separators=(",", ":"), ensure_ascii=False), f.hay)
+    return (
+        card.id,
+        f.id_l,
+        f.norm_id,
+        f.model,
+        f.name_n,
+        f.fam,
+        f.tags,
+        f.words,
+        f.source,
+        f.source_n,
+        card.framework.lower(),
+        card.origin.lower(),
+        card.task.lower(),
+        _norm(card.dataset) if card.dataset is not None else None,
+        card.license.lower() if card.license is not None else None,
+        card.top1,
+        card.params,
+        card.gflops,
+        input_hw(card),
+        origin,
+        json.dumps(raw, separators=(",", ":"), ensure_ascii=False),
+        f.hay,
+    )
 
 
 def _build(dest: Path, reg_path: Path, cat_path: Path, meta: dict[str, str]) -> None:
@@ -84,7 +122,8 @@ def _build(dest: Path, reg_path: Path, cat_path: Path, meta: dict[str, str]) -> 
     data = _read_json(reg_path, "registry")
     if not isinstance(data, dict) or not isinstance(data.get("models"), list):
         raise RegistryError(f"{reg_path}: not a zoo registry (expected an object with 'models')")
-    cards = {c.id: (c, "bundled") for c in _parse_cards(data["models"], str(reg_path))}
+    parsed = _parse_cards(data["models"], str(reg_path))
+    cards = {c.id: (c, d, "bundled") for c, d in zip(parsed, data["models"], strict=True)}
     del data
     warnings: list[str] = []
     if cat_path.is_file():
@@ -93,24 +132,30 @@ def _build(dest: Path, reg_path: Path, cat_path: Path, meta: dict[str, str]) -> 
         except RegistryError as e:  # unreadable as a whole: search the bundled registry, say so
             user, warnings = [], [f"{e}; catalogue skipped"]
         for c in user:
-            cards[c.id] = (c, "catalogue")
+            cards[c.id] = (c, c.to_dict(), "catalogue")
     con = sqlite3.connect(dest)
     try:
         con.executescript(f"""
             PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;
             CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT);
             CREATE TABLE cards(rid INTEGER PRIMARY KEY, {", ".join(_COLUMNS)});
+            CREATE TABLE card_json(rid INTEGER PRIMARY KEY, card TEXT);
             CREATE UNIQUE INDEX cards_id ON cards(id);
             CREATE VIRTUAL TABLE hay USING fts5(txt, content='', tokenize='trigram');
         """)
-        rows = (_row(c, o) for c, o in cards.values())
         marks = ", ".join("?" * len(_COLUMNS))
-        for i, r in enumerate(rows, 1):
-            con.execute(f"INSERT INTO cards(rid, {', '.join(_COLUMNS)}) VALUES (?, {marks})", (i, *r[:-1]))
+        for i, (c, raw, origin) in enumerate(cards.values(), 1):
+            r = _row(c, raw, origin)
+            con.execute(f"INSERT INTO cards(rid, {', '.join(_COLUMNS)}) VALUES (?, {marks})", (i, *r[:-2]))
+            con.execute("INSERT INTO card_json VALUES (?, ?)", (i, r[-2]))
             con.execute("INSERT INTO hay(rowid, txt) VALUES (?, ?)", (i, r[-1]))
-        known = {f: sorted({getattr(c, f) for c, _ in cards.values()}) for f in CHECKED_FIELDS}
-        meta = {**meta, "warnings": json.dumps(warnings), "known": json.dumps(known),
-                "count": str(len(cards))}
+        known = {f: sorted({getattr(c, f) for c, _, _ in cards.values()}) for f in CHECKED_FIELDS}
+        meta = {
+            **meta,
+            "warnings": json.dumps(warnings),
+            "known": json.dumps(known),
+            "count": str(len(cards)),
+        }
         con.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
         con.commit()
     finally:
@@ -136,12 +181,14 @@ class Index:
     # -- lookups
 
     def card(self, rid: int) -> ModelCard:
-        (text,) = self.con.execute("SELECT card FROM cards WHERE rid = ?", (rid,)).fetchone()
+        (text,) = self.con.execute("SELECT card FROM card_json WHERE rid = ?", (rid,)).fetchone()
         return ModelCard.from_dict(json.loads(text))
 
     def get(self, model_id: str) -> ModelCard:
         """The card with this id; UnknownModelError with near matches otherwise."""
-        row = self.con.execute("SELECT card FROM cards WHERE id = ?", (model_id,)).fetchone()
+        row = self.con.execute(
+            "SELECT j.card FROM cards c JOIN card_json j ON j.rid = c.rid WHERE c.id = ?", (model_id,)
+        ).fetchone()
         if row is not None:
             return ModelCard.from_dict(json.loads(row[0]))
         ids = [r[0] for r in self.con.execute("SELECT id FROM cards")]
@@ -161,16 +208,24 @@ class Index:
         tokens = q.tokens()
         where: list[str] = []
         args: list[Any] = []
-        for col, val in (("source", q.source), ("framework_l", q.framework), ("origin_l", q.origin),
-                         ("task_l", q.task)):
+        for col, val in (
+            ("source", q.source),
+            ("framework_l", q.framework),
+            ("origin_l", q.origin),
+            ("task_l", q.task),
+        ):
             if val:
                 where.append(f"lower({col}) = ?" if col == "source" else f"{col} = ?")
                 args.append(val.lower())
         if q.dataset:
             where.append("instr(dataset_n, ?) > 0")
             args.append(_norm(q.dataset))
-        for col, op, val in (("top1", ">=", q.min_top1), ("params", "<=", q.max_params),
-                             ("gflops", "<=", q.max_gflops), ("input_hw", "=", q.input_size)):
+        for col, op, val in (
+            ("top1", ">=", q.min_top1),
+            ("params", "<=", q.max_params),
+            ("gflops", "<=", q.max_gflops),
+            ("input_hw", "=", q.input_size),
+        ):
             if val is not None:
                 where.append(f"{col} {op} ?")
                 args.append(val)
@@ -181,31 +236,31 @@ class Index:
             where.append("instr(tags, ?) > 0")
             args.append(f"|{_norm(q.tag)}|")
         long_words = [nt for _, nt in tokens if len(nt) >= 3]
+        src = "cards"
         if long_words:  # trigram FTS: rows whose text contains every long word as a substring
-            where.append("rid IN (SELECT rowid FROM hay WHERE hay MATCH ?)")
-            args.append(" AND ".join(f'"{nt}"' for nt in long_words))
+            src = "hay JOIN cards ON cards.rid = hay.rowid"
+            where.insert(0, "hay MATCH ?")
+            args.insert(0, " AND ".join(f'"{nt}"' for nt in long_words))
         cond = " AND ".join(where) or "1"
         if tokens:
-            cases, closeness, case_args = [], [], []
+            cases, case_args = [], []
             for i, (raw, nt) in enumerate(tokens):
-                cases.append(f"{_CASE} AS b{i}")
-                closeness.append(f"CASE WHEN b{i} > 0 THEN b{i} + 99 - min(99, abs(ml - {len(nt)})) END AS s{i}")
-                case_args += [raw, nt, nt, nt, f"|{nt}|", f"|{nt}|", len(nt), nt, len(nt), nt, nt, nt,
-                              f"|{nt}", nt]
+                case_sql, a = _token_case(raw, nt)
+                cases.append(f"{case_sql} AS s{i}")
+                case_args += a
             s = [f"s{i}" for i in range(len(tokens))]
             tier = f"min({', '.join(s if len(s) > 1 else s * 2)}) / 1000"
             sql = f"""
-                WITH m AS (SELECT rid, id, source, top1, params, gflops, length(model) AS ml, {", ".join(cases)}
-                           FROM cards WHERE {cond}),
-                f AS (SELECT rid, id, source, top1, params, gflops, {", ".join(closeness)} FROM m
-                      WHERE {" AND ".join(f"b{i} > 0" for i in range(len(tokens)))}),
-                g AS (SELECT *, {" + ".join(s)} AS score, {tier} AS tier FROM f),
+                WITH m AS MATERIALIZED (SELECT rid, id, source, top1, params, gflops, {", ".join(cases)}
+                                        FROM {src} WHERE {cond}),
+                g AS (SELECT rid, id, source, top1, params, gflops, {" + ".join(s)} AS score, {tier} AS tier
+                      FROM m WHERE {" AND ".join(f"{x} > 0" for x in s)}),
                 h AS (SELECT *, row_number() OVER (PARTITION BY tier, source ORDER BY score DESC, id) AS srank
                       FROM g)
-                SELECT rid, id FROM h"""
+                SELECT rid, id, top1, params, gflops FROM h"""
             args = case_args + args
         else:
-            sql = f"SELECT rid, id FROM cards WHERE {cond}"
+            sql = f"SELECT rid, id, top1, params, gflops FROM {src} WHERE {cond}"
         if q.sort == "relevance" and tokens:
             sql += " ORDER BY tier DESC, srank, score DESC, source, id"
         elif q.sort in ("relevance", "name"):
@@ -219,14 +274,24 @@ class Index:
         return SearchResults(self, [r[0] for r in rows], [r[1] for r in rows], total)
 
 
-# One query word's tier base in SQL: the same tiers as zoo.registry.token_score (the closeness
-# bonus is added by the query).
-_CASE = f"""CASE WHEN id_l = ? THEN {EXACT}900 WHEN model = ? THEN {EXACT}800 WHEN name_n = ? THEN {EXACT}700
-    WHEN fam = ? THEN {EXACT}600 WHEN instr(tags, ?) > 0 THEN {EXACT}500
-    WHEN instr(words, ?) > 0 THEN {EXACT}400
-    WHEN substr(model, 1, ?) = ? OR substr(name_n, 1, ?) = ? THEN {PREFIX}000
-    WHEN instr(norm_id, ?) > 0 OR instr(name_n, ?) > 0 THEN {SUBSTRING}000
-    WHEN instr(tags, ?) > 0 OR source_n = ? THEN {WEAK}000 ELSE 0 END"""
+def _token_case(raw: str, nt: str) -> tuple[str, list[Any]]:
+    """One query word's score in SQL and its parameters: the same tiers and closeness bonus as
+    :func:`zoo.registry.token_score` (the tests hold the two equal)."""
+    branches: list[tuple[str, list[Any], int]] = [
+        ("id_l = ?", [raw], EXACT * 1000 + 900),
+        ("model = ?", [nt], EXACT * 1000 + 800),
+        ("name_n = ?", [nt], EXACT * 1000 + 700),
+        ("fam = ?", [nt], EXACT * 1000 + 600),
+        ("instr(tags, ?) > 0", [f"|{nt}|"], EXACT * 1000 + 500),
+        ("instr(words, ?) > 0", [f"|{nt}|"], EXACT * 1000 + 400),
+        ("substr(model, 1, ?) = ? OR substr(name_n, 1, ?) = ?", [len(nt), nt, len(nt), nt], PREFIX * 1000),
+        ("instr(norm_id, ?) > 0 OR instr(name_n, ?) > 0", [nt, nt], SUBSTRING * 1000),
+        ("instr(tags, ?) > 0 OR source_n = ?", [f"|{nt}", nt], WEAK * 1000),
+    ]
+    bonus = f"99 - min(99, abs(length(model) - {len(nt)}))"
+    whens = " ".join(f"WHEN {cond} THEN {base} + {bonus}" for cond, _, base in branches)
+    sql = f"CASE {whens} ELSE 0 END"
+    return sql, [a for _, args, _ in branches for a in args]
 
 
 class SearchResults(Sequence[ModelCard]):
@@ -278,8 +343,11 @@ def _index_file(home: Path, reg_path: Path, cat_path: Path) -> Path:
 
 def _fresh(path: Path, reg_path: Path, cat_path: Path) -> tuple[bool, dict[str, str]]:
     """Is the index at ``path`` current? Also the sources' stat keys and hashes as now known."""
-    now = {"version": str(INDEX_VERSION), "registry_stat": _stat_key(reg_path) or "",
-           "catalog_stat": _stat_key(cat_path) or ""}
+    now = {
+        "version": str(INDEX_VERSION),
+        "registry_stat": _stat_key(reg_path) or "",
+        "catalog_stat": _stat_key(cat_path) or "",
+    }
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
@@ -299,8 +367,10 @@ def _fresh(path: Path, reg_path: Path, cat_path: Path) -> tuple[bool, dict[str, 
         now[f"{name}_sha256"] = sha
         if sha != meta.get(f"{name}_sha256"):
             same = False
-    if same and (meta.get("registry_stat"), meta.get("catalog_stat")) != (now["registry_stat"],
-                                                                          now["catalog_stat"]):
+    if same and (meta.get("registry_stat"), meta.get("catalog_stat")) != (
+        now["registry_stat"],
+        now["catalog_stat"],
+    ):
         _restamp(path, now)
     return same, now
 
@@ -310,8 +380,10 @@ def _restamp(path: Path, now: dict[str, str]) -> None:
     try:
         con = sqlite3.connect(path)
         with con:
-            con.executemany("UPDATE meta SET v = ? WHERE k = ?",
-                            [(now["registry_stat"], "registry_stat"), (now["catalog_stat"], "catalog_stat")])
+            con.executemany(
+                "UPDATE meta SET v = ? WHERE k = ?",
+                [(now["registry_stat"], "registry_stat"), (now["catalog_stat"], "catalog_stat")],
+            )
         con.close()
     except sqlite3.Error:
         pass  # read-only home: we just hash again next time

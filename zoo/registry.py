@@ -68,16 +68,19 @@ def entry_problems(data: Any, origin: str) -> tuple[list[str], dict[int, list[st
     if not isinstance(data, dict) or not isinstance(data.get("models"), list):
         raise RegistryError(f"{origin}: not a zoo registry (expected an object with 'models')")
     validator = jsonschema.Draft202012Validator(_schema())
-    top = [f"{origin}: {_format_path(err.absolute_path)}: {err.message}"
-           for err in validator.iter_errors({k: v for k, v in data.items() if k != "models"}
-                                            | {"models": []})]
+    top = [
+        f"{origin}: {_format_path(err.absolute_path)}: {err.message}"
+        for err in validator.iter_errors({k: v for k, v in data.items() if k != "models"} | {"models": []})
+    ]
     card_validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/card", "$defs": _schema()["$defs"]})
     per: dict[int, list[str]] = {}
     seen: set[str] = set()
     for i, entry in enumerate(data["models"]):
         eid = _entry_id(entry, i)
-        lines = [f"{origin}: entry {eid!r}: {_format_path(err.absolute_path)}: {err.message}"
-                 for err in sorted(card_validator.iter_errors(entry), key=lambda e: list(e.absolute_path))]
+        lines = [
+            f"{origin}: entry {eid!r}: {_format_path(err.absolute_path)}: {err.message}"
+            for err in sorted(card_validator.iter_errors(entry), key=lambda e: list(e.absolute_path))
+        ]
         if eid in seen:
             lines.append(f"{origin}: entry {eid!r}: id: duplicate id")
         seen.add(eid)
@@ -108,14 +111,16 @@ def usable_entries(data: Any, origin: str) -> tuple[list[ModelCard], list[str]]:
     cards: list[ModelCard] = []
     for i, entry in enumerate(data["models"]):
         if i in per:
-            warnings.append(per[i][0] + (f" (and {len(per[i]) - 1} more)" if len(per[i]) > 1 else "")
-                            + "; entry skipped")
+            warnings.append(
+                per[i][0] + (f" (and {len(per[i]) - 1} more)" if len(per[i]) > 1 else "") + "; entry skipped"
+            )
             continue
         try:
             cards.append(ModelCard.from_dict(entry))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            warnings.append(f"{origin}: entry {_entry_id(entry, i)!r}: malformed ({type(e).__name__}: {e}); "
-                            "entry skipped")
+            warnings.append(
+                f"{origin}: entry {_entry_id(entry, i)!r}: malformed ({type(e).__name__}: {e}); entry skipped"
+            )
     return cards, warnings
 
 
@@ -125,8 +130,9 @@ def _read_json(path: Path, what: str) -> Any:
     except FileNotFoundError:
         raise RegistryError(f"{what} not found: {path}") from None
     except json.JSONDecodeError as e:
-        raise RegistryError(f"{what} {path} is not valid JSON: line {e.lineno} column {e.colno}: "
-                            f"{e.msg}") from None
+        raise RegistryError(
+            f"{what} {path} is not valid JSON: line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
 
 
 def _parse_cards(entries: list[Any], origin: str) -> list[ModelCard]:
@@ -136,8 +142,10 @@ def _parse_cards(entries: list[Any], origin: str) -> list[ModelCard]:
             cards.append(ModelCard.from_dict(d))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             eid = d.get("id", f"models[{i}]") if isinstance(d, dict) else f"models[{i}]"
-            raise RegistryError(f"{origin}: entry {eid!r} is malformed ({type(e).__name__}: {e}); "
-                                f"run `zoo registry validate` for the field path") from None
+            raise RegistryError(
+                f"{origin}: entry {eid!r} is malformed ({type(e).__name__}: {e}); "
+                f"run `zoo registry validate` for the field path"
+            ) from None
     return cards
 
 
@@ -216,9 +224,15 @@ class SearchFields:
         words.discard("")
         tags = [_norm(t) for t in card.tags]
         return cls(
-            id_l=card.id.lower(), norm_id=_norm(card.id), model=_norm(model_raw), name_n=_norm(card.name),
-            fam=_norm(card.family or ""), tags="|" + "|".join(t for t in tags if t) + "|",
-            words="|" + "|".join(sorted(words)) + "|", source=card.source, source_n=_norm(card.source),
+            id_l=card.id.lower(),
+            norm_id=_norm(card.id),
+            model=_norm(model_raw),
+            name_n=_norm(card.name),
+            fam=_norm(card.family or ""),
+            tags="|" + "|".join(t for t in tags if t) + "|",
+            words="|" + "|".join(sorted(words)) + "|",
+            source=card.source,
+            source_n=_norm(card.source),
         )
 
     @property
@@ -272,8 +286,8 @@ def input_hw(card: ModelCard) -> int | None:
     return None
 
 
-def passes(c: ModelCard, q: SearchQuery) -> bool:
-    """Does ``c`` pass the query's filters (text aside)?"""
+def passes(c: ModelCard, q: SearchQuery, f: SearchFields | None = None) -> bool:
+    """Does ``c`` (whose search fields are ``f``) pass the query's filters (text aside)?"""
     if q.source and not _eq(c.source, q.source):
         return False
     if q.framework and not _eq(c.framework, q.framework):
@@ -294,7 +308,7 @@ def passes(c: ModelCard, q: SearchQuery) -> bool:
         return False
     if q.license and (c.license is None or q.license.lower() not in c.license.lower()):
         return False
-    if q.tag and f"|{_norm(q.tag)}|" not in SearchFields.of(c).tags:
+    if q.tag and f"|{_norm(q.tag)}|" not in (f or SearchFields.of(c)).tags:
         return False
     return True
 
@@ -310,16 +324,23 @@ class Registry:
     change); this class is the plain reference, and what writers such as ``zoo register`` use.
     """
 
-    def __init__(self, cards: Sequence[ModelCard], origins: dict[str, str] | None = None,
-                 warnings: Sequence[str] = ()):
+    def __init__(
+        self, cards: Sequence[ModelCard], origins: dict[str, str] | None = None, warnings: Sequence[str] = ()
+    ):
         self._cards = list(cards)
         self._by_id = {c.id: c for c in self._cards}
         self.origins = origins or {}
         self.warnings = list(warnings)  # one line per skipped catalogue entry
+        self._fields: dict[str, SearchFields] = {}
+
+    def fields(self, card: ModelCard) -> SearchFields:
+        f = self._fields.get(card.id)
+        if f is None:
+            f = self._fields[card.id] = SearchFields.of(card)
+        return f
 
     @classmethod
-    def load(cls, path: Path | None = None, home: Path | None = None,
-             validate: bool = False) -> Registry:
+    def load(cls, path: Path | None = None, home: Path | None = None, validate: bool = False) -> Registry:
         """Read the bundled registry and ``$ZOO_HOME/catalog.json``.
 
         The catalogue is user data: each entry is validated, and a bad one is skipped with one
@@ -367,9 +388,14 @@ class Registry:
         card = self._by_id.get(model_id)
         if card is not None:
             return card
-        raise UnknownModelError(f"unknown model {model_id!r}" + suggestion(
-            model_id, self.ids, [c.id for c in self.search(SearchQuery(
-                text=model_id.replace("/", " "), limit=5))]))
+        raise UnknownModelError(
+            f"unknown model {model_id!r}"
+            + suggestion(
+                model_id,
+                self.ids,
+                [c.id for c in self.search(SearchQuery(text=model_id.replace("/", " "), limit=5))],
+            )
+        )
 
     def search(self, q: SearchQuery | None = None, **kw: Any) -> list[ModelCard]:
         """Filter, rank and sort cards. Keyword arguments are :class:`SearchQuery` fields."""
@@ -378,11 +404,11 @@ class Registry:
         tokens = q.tokens()
         rows: list[tuple[int, int, ModelCard]] = []  # (tier, score, card)
         for c in self._cards:
-            if not passes(c, q):
+            f = self.fields(c)
+            if not passes(c, q, f):
                 continue
             tier = score = 0
             if tokens:
-                f = SearchFields.of(c)
                 parts = [token_score(raw, nt, f) for raw, nt in tokens]
                 if min(parts) <= 0:
                     continue
@@ -416,7 +442,7 @@ def order_rows(rows: list[tuple[int, int, ModelCard]], sort: str) -> list[tuple[
 
 
 def suggestion(model_id: str, ids: Sequence[str], ranked: Sequence[str]) -> str:
-    """"; did you mean: a, b?" from close spellings and the search's own top hits."""
+    """ "; did you mean: a, b?" from close spellings and the search's own top hits."""
     close = difflib.get_close_matches(model_id, ids, n=5, cutoff=0.6)
     if len(close) < 3:
         close += [i for i in ranked if i not in close]
