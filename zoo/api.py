@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo.cards import ModelCard
-from zoo.index import Index, SearchResults, open_index
 from zoo.registry import Registry, SearchQuery
+
+if TYPE_CHECKING:
+    from zoo.index import Index, SearchResults
 
 log = logging.getLogger("zoo.registry")
 
@@ -23,6 +25,8 @@ def index(home: Path | None = None) -> Index:
 
     Each catalogue entry that fails validation is skipped and logged once per call, one line.
     """
+    from zoo.index import open_index
+
     idx = open_index(home)
     for line in idx.warnings:
         log.warning("zoo: warning: %s", line)

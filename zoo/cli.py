@@ -209,7 +209,7 @@ def _metric_str(m: Any) -> str:
     if res:
         text += f" at {res} px"
     if crop:
-        text += f", crop {crop:g}"
+        text += f", crop {crop:.3g}"
     return text
 
 

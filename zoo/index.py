@@ -261,9 +261,15 @@ class Index:
             args = case_args + args
         else:
             sql = f"SELECT rid, id, top1, params, gflops FROM {src} WHERE {cond}"
+            if q.sort == "relevance":  # no words: every source's first ids first (a spread)
+                sql = (f"SELECT rid, id, source FROM (SELECT rid, id, source, row_number() OVER "
+                       f"(PARTITION BY source ORDER BY id) AS srank FROM cards WHERE {cond}) "
+                       "ORDER BY srank, source, id")
         if q.sort == "relevance" and tokens:
             sql += " ORDER BY tier DESC, srank, score DESC, source, id"
-        elif q.sort in ("relevance", "name"):
+        elif q.sort == "relevance":
+            pass
+        elif q.sort == "name":
             sql += " ORDER BY id"
         else:
             sql += f" ORDER BY {q.sort} IS NULL, {q.sort} {'DESC' if q.sort == 'top1' else 'ASC'}, id"

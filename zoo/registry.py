@@ -414,7 +414,7 @@ class Registry:
                     continue
                 tier, score = min(parts) // 1000, sum(parts)
             rows.append((tier, score, c))
-        out = [c for _, _, c in order_rows(rows, q.sort if tokens or q.sort != "relevance" else "name")]
+        out = [c for _, _, c in order_rows(rows, q.sort)]
         return out[: q.limit] if q.limit else out
 
 
