@@ -28,14 +28,21 @@ def tour_lines() -> list[str]:
 
 def test_the_tour_has_search_and_info_lines() -> None:
     lines = tour_lines()
-    assert sum(c.startswith("zoo search") for c in lines) >= 4 and any(c.startswith("zoo info") for c in lines)
+    assert sum(c.startswith("zoo search") for c in lines) >= 4
+    assert any(c.startswith("zoo info") for c in lines)
 
 
 @pytest.mark.parametrize("cmd", tour_lines())
 def test_tour_line_returns_models(cmd: str, zoo_home: Path) -> None:
     args = shlex.split(cmd)[1:]
-    r = subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True, text=True,
-                       env=dict(os.environ, ZOO_HOME=str(zoo_home)), cwd=ROOT, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, ZOO_HOME=str(zoo_home)),
+        cwd=ROOT,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     if "--json" in args:
         hits = json.loads(r.stdout)
