@@ -429,3 +429,35 @@ def test_refs_written_by_older_versions_are_verified_once(env: Env) -> None:
     cache.write_ref("t/a", "model.bin", rec, env.home)
     assert fetch.fetch_file(card, card.files[0], home=env.home, offline=True) == path
     assert "blob_stat" in (cache.read_ref("t/a", "model.bin", env.home) or {})
+
+
+def test_damaged_hub_file_is_downloaded_again(
+    tmp_path: Path, zoo_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Our blob of a hub file is a hard link to the hub client's cached copy: damage shows in both,
+    # so zoo must make the client download it again rather than accept its cache.
+    from zoo.cards import Checksum, FileRef
+
+    repo = "timm/tiny_test.a1_in1k"
+    data = os.urandom(100_000)
+    with TestServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        hub.set_hf_file(repo, "model.safetensors", data)
+        ref = FileRef(
+            name="model.safetensors",
+            checksum=Checksum(None, None, "none"),
+            hf={"repo_id": repo, "filename": "model.safetensors", "revision": "main"},
+        )
+        card = ModelCard(
+            id=repo, name="tiny", source="timm", framework="pytorch", format="safetensors", files=(ref,)
+        )
+        [path] = fetch.pull(card)
+        flip(blob_of(str(path)))
+        with pytest.raises(ChecksumError, match="damaged"):
+            fetch.pull(card, offline=True)
+        assert fetch.pull(card)[0].read_bytes() == data
+        assert fetch.pull(card, offline=True)[0].read_bytes() == data
+        assert cache.verify_cache() == []

@@ -340,7 +340,8 @@ class _Progress:
             amount = f"{_mb(self._done)}/{_mb(self._total)} MB ({100 * self._done // self._total}%)"
         else:
             amount = f"{_mb(self._done)} MB"
-        self.note(f"zoo: {self.label}{what} {amount} {rate / 1e6:.0f} MB/s")
+        speed = f"{rate / 1e6:.1f}" if rate < 10e6 else f"{rate / 1e6:.0f}"
+        self.note(f"zoo: {self.label}{what} {amount} {speed} MB/s")
         self._t_last, self._done_last = now, self._done
 
     def __enter__(self) -> _Progress:
@@ -1005,7 +1006,7 @@ def _fetch_hf(card: ModelCard, ref: FileRef, opts: Options) -> Path:
     endpoint = os.environ.get("HF_ENDPOINT") or None
     url = huggingface_hub.hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint)
     kw: dict[str, Any] = {}
-    if not opts.progress:
+    if opts.progress != "bar":
         from huggingface_hub.utils.tqdm import tqdm as hf_tqdm
 
         class _Quiet(hf_tqdm):  # type: ignore[misc, valid-type]
@@ -1015,33 +1016,47 @@ def _fetch_hf(card: ModelCard, ref: FileRef, opts: Options) -> Path:
 
         kw["tqdm_class"] = _Quiet
     with _file_lock(opts, identity_key(ref)):
-        try:
-            local = huggingface_hub.hf_hub_download(
-                repo_id, filename, revision=revision, endpoint=endpoint, cache_dir=_hf_cache_dir(), **kw
-            )
-        except Exception as e:  # the hub client raises many types (httpx, HfHubHTTPError, OSError)
-            if isinstance(e, OSError) and _disk_full(e):
-                raise DiskFullError(f"disk full while downloading {where}: {e.strerror}") from e
-            err = FetchError(
-                f"{where} from {endpoint or 'huggingface.co'}: "
-                f"{(str(e).splitlines() or [type(e).__name__])[0]}"
-            )
-            hit = _cached(card, ref, opts)
-            if hit is None:
-                raise err from e
-            log.warning("%s; using the cached pinned copy", err)
-            return hit
-        real = Path(os.path.realpath(local))
-        etag = real.name  # HF names blobs by ETag: the file's sha256 for LFS files
-        pin = cache.read_pin(card.id, file_key(ref), opts.home)
-        rec = cache.read_ref(card.id, file_key(ref), opts.home)
-        if pin is not None and etag == pin and rec and rec.get("sha256") == pin:
-            hit = _cached(card, ref, opts)  # re-hashed if its stat changed; None if damaged
-            if hit is not None:
+        for attempt in (1, 2):
+            try:
+                local = huggingface_hub.hf_hub_download(
+                    repo_id,
+                    filename,
+                    revision=revision,
+                    endpoint=endpoint,
+                    cache_dir=_hf_cache_dir(),
+                    force_download=attempt == 2,
+                    **kw,
+                )
+            except Exception as e:  # the hub client raises many types (httpx, HfHubHTTPError, OSError)
+                if isinstance(e, OSError) and _disk_full(e):
+                    raise DiskFullError(f"disk full while downloading {where}: {e.strerror}") from e
+                err = FetchError(
+                    f"{where} from {endpoint or 'huggingface.co'}: "
+                    f"{(str(e).splitlines() or [type(e).__name__])[0]}"
+                )
+                hit = _cached(card, ref, opts)
+                if hit is None:
+                    raise err from e
+                log.warning("%s; using the cached pinned copy", err)
                 return hit
-        h = _rehash(real, ref.checksum)
-        sha = h.sha256.hexdigest()
-        if re.fullmatch(r"[0-9a-f]{64}", etag) and etag != sha:
+            real = Path(os.path.realpath(local))
+            etag = real.name  # HF names blobs by ETag: the file's sha256 for LFS files
+            pin = cache.read_pin(card.id, file_key(ref), opts.home)
+            rec = cache.read_ref(card.id, file_key(ref), opts.home)
+            if pin is not None and etag == pin and rec and rec.get("sha256") == pin:
+                hit = _cached(card, ref, opts)  # re-hashed if its stat changed; None if damaged
+                if hit is not None:
+                    return hit
+            h = _rehash(real, ref.checksum)
+            sha = h.sha256.hexdigest()
+            if not re.fullmatch(r"[0-9a-f]{64}", etag) or etag == sha:
+                break
+            if attempt == 1:  # the hub client's cached copy went bad (our blob may be its hard link)
+                _notice(
+                    f"zoo: {where}: the hub cache's copy {real} has sha256 {sha}, its ETag says "
+                    f"{etag}; downloading it again"
+                )
+                continue
             raise ChecksumError(
                 f"{_label(card, ref)}: {where}: the hub's ETag says sha256 {etag}, "
                 f"the downloaded file has sha256 {sha}"
