@@ -6,11 +6,29 @@ Importing ``zoo`` is cheap: torch and friends load only when a function needs th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from zoo.api import info, pull, register, registry, search
-from zoo.cards import Checksum, FileRef, Metric, ModelCard, Preprocess
 from zoo.errors import ZooError
+
+if TYPE_CHECKING:
+    from zoo.api import info, pull, register, registry, search
+    from zoo.cards import Checksum, FileRef, Metric, ModelCard, Preprocess
+
+# Loaded on first use, so `zoo --help` starts without parsing the card and registry modules.
+_LAZY = {"info": "zoo.api", "pull": "zoo.api", "register": "zoo.api", "registry": "zoo.api",
+         "search": "zoo.api", "Checksum": "zoo.cards", "FileRef": "zoo.cards", "Metric": "zoo.cards",
+         "ModelCard": "zoo.cards", "Preprocess": "zoo.cards"}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
 
 __version__ = "0.1.0"
 
