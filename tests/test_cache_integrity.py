@@ -164,7 +164,11 @@ def test_a_change_right_after_the_download_is_caught(env: Env) -> None:
     env.add("t/a", model_bin=data)
     card = ModelCard.from_dict(env.cards[0])
     path = fetch.fetch_file(card, card.files[0], home=env.home)
-    flip(blob_of(str(path)))
+    blob = blob_of(str(path))
+    recorded = (cache.read_ref("t/a", "model.bin", env.home) or {})["blob_stat"]
+    assert recorded["mtime_ns"] == blob.stat().st_mtime_ns
+    assert time.time_ns() - recorded["mtime_ns"] >= 2_000_000_000  # any write from now on shows
+    flip(blob)
     with pytest.raises(ChecksumError, match="damaged"):
         fetch.fetch_file(card, card.files[0], home=env.home, offline=True)
     assert fetch.fetch_file(card, card.files[0], home=env.home).read_bytes() == data
