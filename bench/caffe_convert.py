@@ -36,8 +36,9 @@ print(json.dumps({"wall_s": time.perf_counter() - t, "import_rss_kb": base, "pea
 
 
 def run_child(*args: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, check=True,
-                         cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, *args], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -60,13 +61,20 @@ def main() -> None:
     res = run_child(str(PROTO), str(model), str(work / "out"))
     peak = res["peak_rss_kb"] * 1024
     extra = peak - base["peak_rss_kb"] * 1024
-    print(json.dumps({
-        "file_mb": round(size / 2**20, 1), "wall_s": round(res["wall_s"], 2),
-        "peak_rss_mb": round(peak / 2**20, 1), "peak_rss_over_file": round(peak / size, 2),
-        "baseline_import_rss_mb": round(base["peak_rss_kb"] / 1024, 1),
-        "rss_above_baseline_over_file": round(extra / size, 2),
-        "python": sys.version.split()[0],
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "file_mb": round(size / 2**20, 1),
+                "wall_s": round(res["wall_s"], 2),
+                "peak_rss_mb": round(peak / 2**20, 1),
+                "peak_rss_over_file": round(peak / size, 2),
+                "baseline_import_rss_mb": round(base["peak_rss_kb"] / 1024, 1),
+                "rss_above_baseline_over_file": round(extra / size, 2),
+                "python": sys.version.split()[0],
+            },
+            indent=1,
+        )
+    )
     if not a.keep and a.workdir is None:
         shutil.rmtree(work)
 

@@ -71,12 +71,15 @@ def main() -> None:
             build = time.perf_counter() - t
             for q in QUERIES:
                 sq = SearchQuery(text=q)
-                fast = p50(lambda sq=sq: open_index(d, registry_path=reg).search(sq), 9)
+                fast = p50(lambda sq=sq, d=d, reg=reg: open_index(d, registry_path=reg).search(sq), 9)
                 total = open_index(d, registry_path=reg).search(sq).total
                 reps = 3 if n <= 10_000 else 1
-                slow = p50(lambda sq=sq: Registry.load(path=reg, home=d).search(sq), reps)
-                print(f"| {n:,} | {build:.1f} | `{q}` | {fast * 1e3:.1f} | {total:,} | {slow * 1e3:.0f} | "
-                      f"{slow / fast:.0f}x |", flush=True)
+                slow = p50(lambda sq=sq, d=d, reg=reg: Registry.load(path=reg, home=d).search(sq), reps)
+                print(
+                    f"| {n:,} | {build:.1f} | `{q}` | {fast * 1e3:.1f} | {total:,} | {slow * 1e3:.0f} | "
+                    f"{slow / fast:.0f}x |",
+                    flush=True,
+                )
             cmd_rows.append((n, "registry file", command(["search", "resnet", "--json"], d, reg)))
             if n == max(int(x) for x in a.sizes.split(",")):
                 home = d / "cat_home"
@@ -87,8 +90,13 @@ def main() -> None:
                 t = time.perf_counter()
                 command(["search", "resnet", "--json"], home, small, n=1)
                 first = time.perf_counter() - t
-                cmd_rows.append((n, f"user catalogue (first call, builds: {first:.0f} s)",
-                                 command(["search", "resnet", "--json"], home, small)))
+                cmd_rows.append(
+                    (
+                        n,
+                        f"user catalogue (first call, builds: {first:.0f} s)",
+                        command(["search", "resnet", "--json"], home, small),
+                    )
+                )
     print()
     print("| entries | where | `zoo search resnet --json` p50 s |")
     print("|---|---|---|")

@@ -20,7 +20,13 @@ import numpy as np
 from zoo.errors import ConversionError
 
 CARD, GRAPH, WEIGHTS, LAYERMAP, ONNX, VERIFY = (
-    "card.json", "graph.json", "model.safetensors", "layermap.json", "model.onnx", "verify.json")
+    "card.json",
+    "graph.json",
+    "model.safetensors",
+    "layermap.json",
+    "model.onnx",
+    "verify.json",
+)
 
 
 def save_safetensors(

@@ -73,15 +73,34 @@ class Op(nn.Module):
 class Conv2d(Op):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         a = self.attrs
-        return [F.conv2d(x, self.weight, getattr(self, "bias", None), a["stride"], a["padding"],
-                         a["dilation"], a["groups"])]
+        return [
+            F.conv2d(
+                x,
+                self.weight,
+                getattr(self, "bias", None),
+                a["stride"],
+                a["padding"],
+                a["dilation"],
+                a["groups"],
+            )
+        ]
 
 
 class ConvTranspose2d(Op):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         a = self.attrs
-        return [F.conv_transpose2d(x, self.weight, getattr(self, "bias", None), a["stride"], a["padding"],
-                                   0, a["groups"], a["dilation"])]
+        return [
+            F.conv_transpose2d(
+                x,
+                self.weight,
+                getattr(self, "bias", None),
+                a["stride"],
+                a["padding"],
+                0,
+                a["groups"],
+                a["dilation"],
+            )
+        ]
 
 
 class Pool2d(Op):
@@ -256,10 +275,26 @@ class Permute(Op):
 
 
 OPS: dict[str, type[Op]] = {
-    "conv2d": Conv2d, "conv_transpose2d": ConvTranspose2d, "pool2d": Pool2d, "linear": Linear,
-    "relu": ReLU, "prelu": PReLU, "sigmoid": Sigmoid, "tanh": Tanh, "identity": Identity, "lrn": LRN,
-    "batch_norm": BatchNorm, "scale": Scale, "eltwise": Eltwise, "concat": Concat, "slice": Slice,
-    "split": Split, "softmax": Softmax, "flatten": Flatten, "reshape": Reshape, "permute": Permute,
+    "conv2d": Conv2d,
+    "conv_transpose2d": ConvTranspose2d,
+    "pool2d": Pool2d,
+    "linear": Linear,
+    "relu": ReLU,
+    "prelu": PReLU,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "identity": Identity,
+    "lrn": LRN,
+    "batch_norm": BatchNorm,
+    "scale": Scale,
+    "eltwise": Eltwise,
+    "concat": Concat,
+    "slice": Slice,
+    "split": Split,
+    "softmax": Softmax,
+    "flatten": Flatten,
+    "reshape": Reshape,
+    "permute": Permute,
 }
 
 
@@ -316,7 +351,8 @@ def build_module(graph: dict[str, Any], state: dict[str, Any] | None = None) -> 
     """GraphModule from a graph dict, with weights loaded strictly when ``state`` is given."""
     m = GraphModule(graph)
     if state is not None:
-        tensors = {k: torch.tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v
-                   for k, v in state.items()}
+        tensors = {
+            k: torch.tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v for k, v in state.items()
+        }
         m.load_state_dict(tensors, strict=True)
     return m.eval()

@@ -15,8 +15,16 @@ from typing import Any
 
 import numpy as np
 
-TRANSFORMS = ("none", "reshape", "transpose", "reshape+transpose", "divide_by_blob2",
-              "reshape+divide_by_blob2", "scale_factor", "rename")
+TRANSFORMS = (
+    "none",
+    "reshape",
+    "transpose",
+    "reshape+transpose",
+    "divide_by_blob2",
+    "reshape+divide_by_blob2",
+    "scale_factor",
+    "rename",
+)
 
 
 @dataclass
@@ -43,15 +51,20 @@ class MatchReport:
         return not (self.unmatched or self.unexpected or self.shape_mismatched)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"matched": self.matched, "unmatched": self.unmatched, "unexpected": self.unexpected,
-                "shape_mismatched": [list(x) for x in self.shape_mismatched]}
+        return {
+            "matched": self.matched,
+            "unmatched": self.unmatched,
+            "unexpected": self.unexpected,
+            "shape_mismatched": [list(x) for x in self.shape_mismatched],
+        }
 
 
 class LayerMap:
     """An ordered list of :class:`LayerMapRow`."""
 
-    def __init__(self, rows: list[LayerMapRow] | list[dict[str, Any]] | None = None,
-                 source_format: str = "caffe") -> None:
+    def __init__(
+        self, rows: list[LayerMapRow] | list[dict[str, Any]] | None = None, source_format: str = "caffe"
+    ) -> None:
         self.rows = [r if isinstance(r, LayerMapRow) else LayerMapRow(**r) for r in (rows or [])]
         self.source_format = source_format
 
@@ -59,8 +72,12 @@ class LayerMap:
         return len(self.rows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": "zoo-layermap", "version": 1, "source_format": self.source_format,
-                "rows": [asdict(r) for r in self.rows]}
+        return {
+            "format": "zoo-layermap",
+            "version": 1,
+            "source_format": self.source_format,
+            "rows": [asdict(r) for r in self.rows],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LayerMap:
@@ -82,8 +99,10 @@ class LayerMap:
 
     def renamed(self, rename: dict[str, str]) -> LayerMap:
         """The same map pointing at other target names (e.g. a torchvision architecture's keys)."""
-        rows = [LayerMapRow(**{**asdict(r), "target": rename.get(r.target, r.target) if r.target else None})
-                for r in self.rows]
+        rows = [
+            LayerMapRow(**{**asdict(r), "target": rename.get(r.target, r.target) if r.target else None})
+            for r in self.rows
+        ]
         return LayerMap(rows, self.source_format)
 
     # ------------------------------------------------------------------ applying
@@ -102,8 +121,9 @@ class LayerMap:
             out[r.target] = np.ascontiguousarray(a.reshape(r.target_shape) if r.target_shape else a)
         return out
 
-    def to_source(self, state: dict[str, Any], scale_factors: dict[str, float] | None = None
-                  ) -> dict[str, list[np.ndarray]]:
+    def to_source(
+        self, state: dict[str, Any], scale_factors: dict[str, float] | None = None
+    ) -> dict[str, list[np.ndarray]]:
         """Target state dict -> source blobs; folded scale factors are ``scale_factors[layer]`` (1)."""
         sf = scale_factors or {}
         out: dict[str, dict[int, np.ndarray]] = {}

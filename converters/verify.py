@@ -38,8 +38,9 @@ def opencv_net(prototxt: Path, weights: Path | None, tmpdir: Path) -> Any:
     try:
         import cv2
     except ImportError:
-        raise ConversionError("the OpenCV reference needs opencv-python-headless: pip install 'zoo[verify]'"
-                              ) from None
+        raise ConversionError(
+            "the OpenCV reference needs opencv-python-headless: pip install 'zoo[verify]'"
+        ) from None
     wpath = weights
     if weights is not None:
         with open(weights, "rb") as f:
@@ -69,8 +70,9 @@ def opencv_forward(net: Any, graph: dict[str, Any], blobs: list[str]) -> list[np
     return [np.array(got[where[b][0]][where[b][1]]) for b in blobs]
 
 
-def _make_inputs(graph: dict[str, Any], inputs: str | Sequence[str | Path], seed: int, batch: int | None
-                 ) -> list[np.ndarray]:
+def _make_inputs(
+    graph: dict[str, Any], inputs: str | Sequence[str | Path], seed: int, batch: int | None
+) -> list[np.ndarray]:
     if isinstance(inputs, str) and inputs == "random":
         rng = np.random.default_rng(seed)
         arrs = []
@@ -132,8 +134,10 @@ def verify_folder(
     if onnx_path.is_file() and batch is not None:
         import onnx
 
-        dims = [i.type.tensor_type.shape.dim[0] for i in onnx.load(str(onnx_path), load_external_data=False
-                                                                    ).graph.input]
+        dims = [
+            i.type.tensor_type.shape.dim[0]
+            for i in onnx.load(str(onnx_path), load_external_data=False).graph.input
+        ]
         if any(d.HasField("dim_value") for d in dims):  # exported with a fixed batch: use it
             batch = None
     xs = _make_inputs(graph, inputs, seed, batch)
@@ -154,8 +158,10 @@ def verify_folder(
 
         sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         nhwc = card.get("architecture", {}).get("artifacts", {}).get("model.onnx", {}).get("layout") == "NHWC"
-        feed = {i.name: (x.transpose(0, 2, 3, 1) if nhwc and x.ndim == 4 else x)
-                for i, x in zip(sess.get_inputs(), xs, strict=True)}
+        feed = {
+            i.name: (x.transpose(0, 2, 3, 1) if nhwc and x.ndim == 4 else x)
+            for i, x in zip(sess.get_inputs(), xs, strict=True)
+        }
         got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed), strict=True))
         if nhwc:  # the card says the ONNX keeps the source's NHWC layout (Keras via tf2onnx)
             got = {k: (v.transpose(0, 3, 1, 2) if v.ndim == 4 else v) for k, v in got.items()}
@@ -196,19 +202,27 @@ def verify_folder(
             first = mod.first_diverging_layer(model, folder, card, graph, xs, atol)
     result = {
         "reference": label,
-        "atol": atol, "inputs": [list(x.shape) for x in xs], "backends": list(runs),
-        "outputs": outputs, **worst, "first_diverging_layer": first, "passed": passed,
+        "atol": atol,
+        "inputs": [list(x.shape) for x in xs],
+        "backends": list(runs),
+        "outputs": outputs,
+        **worst,
+        "first_diverging_layer": first,
+        "passed": passed,
     }
     atomic_write_json(folder / VERIFY, result)
     if raise_on_fail and not passed:
         where = f", first diverging layer {first!r}" if first else ""
-        raise VerificationError(f"{folder}: rel error {worst['rel']:.3g} > {atol:g} "
-                                f"or argmax differs ({worst['argmax_agreement']:.3f}){where}")
+        raise VerificationError(
+            f"{folder}: rel error {worst['rel']:.3g} > {atol:g} "
+            f"or argmax differs ({worst['argmax_agreement']:.3f}){where}"
+        )
     return result
 
 
-def first_diverging_layer(model: Any, net: Any, graph: dict[str, Any], xs: list[np.ndarray], atol: float
-                          ) -> str | None:
+def first_diverging_layer(
+    model: Any, net: Any, graph: dict[str, Any], xs: list[np.ndarray], atol: float
+) -> str | None:
     """The first node (in graph order) whose first output differs from OpenCV's beyond ``atol``."""
     import torch
 

@@ -25,8 +25,14 @@ def assert_same_argmax(ref: np.ndarray, got: np.ndarray) -> None:
         np.testing.assert_array_equal(ref.argmax(axis=1), got.argmax(axis=1))
 
 
-def opencv_outputs(prototxt: Path, weights: Path | None, xs: dict[str, np.ndarray], names: list[str],
-                   tmp: Path, graph: dict | None = None) -> list[np.ndarray]:
+def opencv_outputs(
+    prototxt: Path,
+    weights: Path | None,
+    xs: dict[str, np.ndarray],
+    names: list[str],
+    tmp: Path,
+    graph: dict | None = None,
+) -> list[np.ndarray]:
     """OpenCV's values for layer names (first output) or, given the graph, for blob names."""
     net = opencv_net(Path(prototxt), Path(weights) if weights else None, tmp)
     for k, v in xs.items():
@@ -50,8 +56,14 @@ def onnx_outputs(path: Path, xs: dict[str, np.ndarray]) -> dict[str, np.ndarray]
 
 
 def check_against_opencv(
-    prototxt: Path, weights: Path | None, xs: dict[str, np.ndarray], tmp: Path, tol: float,
-    folder: Path | None = None, ref_weights: Path | None = None, every_layer: bool = True,
+    prototxt: Path,
+    weights: Path | None,
+    xs: dict[str, np.ndarray],
+    tmp: Path,
+    tol: float,
+    folder: Path | None = None,
+    ref_weights: Path | None = None,
+    every_layer: bool = True,
 ) -> dict[str, float]:
     """Convert (unless ``folder`` is given), then compare every layer (torch) and every net output
     (torch and ONNX, when the folder has one) with OpenCV; returns the worst relative errors."""
@@ -74,8 +86,12 @@ def check_against_opencv(
         assert e <= tol, f"layer {n}: rel error {e:.3g} > {tol:g}"
         worst["layers"] = max(worst["layers"], e)
     producer = {o: n["name"] for n in graph_nodes for o in n["outputs"]}
-    final = {o: trace[producer[o]][list(next(n for n in graph_nodes if n["name"] == producer[o])["outputs"])
-                                     .index(o)] for o in outputs}
+    final = {
+        o: trace[producer[o]][
+            list(next(n for n in graph_nodes if n["name"] == producer[o])["outputs"]).index(o)
+        ]
+        for o in outputs
+    }
     refs_out = dict(zip(outputs, outs_ref, strict=True))
     for o in outputs:
         e = rel_err(refs_out[o], final[o])

@@ -67,7 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
         pos = 0
         try:
             while pos < limit:
-                piece = body[pos:min(pos + chunk, limit)]
+                piece = body[pos : min(pos + chunk, limit)]
                 self.wfile.write(piece)
                 pos += len(piece)
                 seen.sent += len(piece)
@@ -82,8 +82,14 @@ class _Handler(BaseHTTPRequestHandler):
         if drop is not None:
             self.close_connection = True
 
-    def _simple(self, seen: Seen, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-                head: bool = False) -> None:
+    def _simple(
+        self,
+        seen: Seen,
+        status: int,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        head: bool = False,
+    ) -> None:
         seen.status = status
         self.send_response(status)
         for k, v in (headers or {}).items():
@@ -114,9 +120,15 @@ class _Handler(BaseHTTPRequestHandler):
             fault = srv.faults.get(path)
             status_now = fault.statuses.pop(0) if fault and fault.statuses else None
             active = fault is not None and (fault.times is None or fault.times > 0)
-            if (active and fault is not None and fault.times is not None and not head
-                    and status_now is None and data is not None
-                    and (fault.drop_after is not None or fault.flip_byte is not None)):
+            if (
+                active
+                and fault is not None
+                and fault.times is not None
+                and not head
+                and status_now is None
+                and data is not None
+                and (fault.drop_after is not None or fault.flip_byte is not None)
+            ):
                 fault.times -= 1
         if data is None:
             return self._simple(seen, 404, b"not found\n", {"Content-Type": "text/plain"}, head)
@@ -133,11 +145,18 @@ class _Handler(BaseHTTPRequestHandler):
             b = bytearray(body)
             b[fault.flip_byte] ^= 0xFF
             body = bytes(b)
-        self._send_range(seen, body, fault if fault is not None else None, active, head,
-                         {"Content-Type": "application/octet-stream"})
+        self._send_range(
+            seen,
+            body,
+            fault if fault is not None else None,
+            active,
+            head,
+            {"Content-Type": "application/octet-stream"},
+        )
 
-    def _send_range(self, seen: Seen, body: bytes, fault: Fault | None, active: bool, head: bool,
-                    headers: dict[str, str]) -> None:
+    def _send_range(
+        self, seen: Seen, body: bytes, fault: Fault | None, active: bool, head: bool, headers: dict[str, str]
+    ) -> None:
         total = len(body)
         start, end = 0, total - 1
         status = 200
@@ -150,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if start >= total:
                     return self._simple(seen, 416, b"", {"Content-Range": f"bytes */{total}"}, head)
                 status = 206
-        part = body[start:end + 1]
+        part = body[start : end + 1]
         seen.status = status
         self.send_response(status)
         for k, v in headers.items():
@@ -182,8 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
         if rev not in ("main", commit):
             return self._simple(seen, 404, b"", {"X-Error-Code": "RevisionNotFound"}, head)
         if data is None:
-            return self._simple(seen, 404, b"", {"X-Error-Code": "EntryNotFound",
-                                                 "X-Repo-Commit": commit}, head)
+            return self._simple(
+                seen, 404, b"", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit}, head
+            )
         sha = hashlib.sha256(data).hexdigest()
         body = data
         if corrupt and not head:
@@ -243,8 +263,9 @@ class TestServer:
     def __init__(self, files: dict[str, bytes] | None = None) -> None:
         self._srv = _Server()
         self._srv.files.update(files or {})
-        self._thread = threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def __enter__(self) -> TestServer:
         self._thread.start()
@@ -284,8 +305,11 @@ class TestServer:
 
     def requests(self, path: str | None = None, method: str | None = None) -> list[Seen]:
         with self._srv.lock:
-            return [r for r in self._srv.requests
-                    if (path is None or r.path == path) and (method is None or r.method == method)]
+            return [
+                r
+                for r in self._srv.requests
+                if (path is None or r.path == path) and (method is None or r.method == method)
+            ]
 
 
 def free_port() -> int:
@@ -322,5 +346,10 @@ def mirror_testdata_card(server: TestServer, card: dict, testdata: object) -> No
 def offline_env(home: object) -> dict[str, str]:
     """Environment for CLI subprocesses: private ZOO_HOME, fast retries, and origins routed to a dead
     local proxy so no test traffic ever leaves the machine (loopback mirrors still answer)."""
-    return {"ZOO_HOME": str(home), "ZOO_RETRIES": "1", "ZOO_BACKOFF": "0.01",
-            "HTTPS_PROXY": f"http://127.0.0.1:{free_port()}", "NO_PROXY": "127.0.0.1"}
+    return {
+        "ZOO_HOME": str(home),
+        "ZOO_RETRIES": "1",
+        "ZOO_BACKOFF": "0.01",
+        "HTTPS_PROXY": f"http://127.0.0.1:{free_port()}",
+        "NO_PROXY": "127.0.0.1",
+    }

@@ -32,7 +32,7 @@ def test_deploy_random_weights_match_opencv(name: str, testdata: Path, tmp_path:
     proto = testdata / "caffe/deploy" / name
     net = read_prototxt(proto)
     weights = write_random_caffemodel(proto, tmp_path / "random.caffemodel", seed=11)
-    (inp, shape), = net.inputs
+    ((inp, shape),) = net.inputs
     x = np.random.default_rng(1).standard_normal([2, *shape[1:]]).astype(np.float32)
     folder = convert_caffe(proto, weights, tmp_path / "out", to="all")
     worst = check_against_opencv(proto, weights, {inp: x}, tmp_path, TOL, folder=folder)

@@ -41,15 +41,20 @@ def _convert_fails(tmp: Path, proto_text: str, blobs: dict | bytes | None, match
     assert "\n" not in msg
     assert not out.exists()
     assert sorted(p.name for p in tmp.iterdir()) == sorted(
-        ["net.prototxt"] + (["w.caffemodel"] if weights else [])), "temporary output left behind"
+        ["net.prototxt"] + (["w.caffemodel"] if weights else [])
+    ), "temporary output left behind"
     return msg
 
 
 def test_good_net_converts(tmp_path: Path) -> None:
     w = write_caffemodel(tmp_path / "w.caffemodel", GOOD)
     out = convert_caffe(_write(tmp_path, NET), w, tmp_path / "o")
-    assert sorted(p.name for p in out.iterdir()) == ["card.json", "graph.json", "layermap.json",
-                                                      "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "card.json",
+        "graph.json",
+        "layermap.json",
+        "model.safetensors",
+    ]
 
 
 def _write(tmp: Path, text: str) -> Path:
@@ -121,7 +126,8 @@ def test_unknown_target_and_existing_folder_untouched(tmp_path: Path) -> None:
 def test_fork_pooling_option_refused_and_unknown_fields_recorded(tmp_path: Path) -> None:
     text = NET.replace("kernel_size: 3 }", "kernel_size: 3 }\n") + (
         'layer { name: "pool" type: "Pooling" bottom: "ip1" top: "pool"\n'
-        "        pooling_param { pool: MAX kernel_size: 1 round_mode: FLOOR } }\n")
+        "        pooling_param { pool: MAX kernel_size: 1 round_mode: FLOOR } }\n"
+    )
     _convert_fails(tmp_path, text, GOOD, r"line 10: option 'round_mode' comes from a Caffe fork")
     extra = NET.replace("num_output: 4 kernel_size: 3", "num_output: 4 kernel_size: 3 my_fork_flag: true")
     proto = _write(tmp_path, extra)

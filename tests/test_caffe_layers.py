@@ -20,14 +20,24 @@ from converters.graph_torch import caffe_pool_out
 
 TOL = 1e-5
 OPENCV_LAYERS = [
-    "layer_batch_norm", "layer_concat", "layer_convolution", "layer_deconvolution", "layer_eltwise",
-    "layer_inner_product", "layer_lrn_channels", "layer_lrn_spatial", "layer_pooling_ave",
-    "layer_pooling_max", "layer_prelu", "layer_softmax",
+    "layer_batch_norm",
+    "layer_concat",
+    "layer_convolution",
+    "layer_deconvolution",
+    "layer_eltwise",
+    "layer_inner_product",
+    "layer_lrn_channels",
+    "layer_lrn_spatial",
+    "layer_pooling_ave",
+    "layer_pooling_max",
+    "layer_prelu",
+    "layer_softmax",
 ]
 
 
-def _run(proto_text: str, tmp: Path, shapes: dict[str, tuple[int, ...]], seed: int = 0,
-         scale: float = 1.0) -> dict[str, float]:
+def _run(
+    proto_text: str, tmp: Path, shapes: dict[str, tuple[int, ...]], seed: int = 0, scale: float = 1.0
+) -> dict[str, float]:
     p = tmp / "net.prototxt"
     p.write_text(proto_text)
     w = write_random_caffemodel(p, tmp / "net.caffemodel", seed=seed)
@@ -187,8 +197,11 @@ def _write(tmp: Path, text: str, name: str = "net.prototxt") -> Path:
 def test_lrn_across_channels_k_follows_caffe(tmp_path: Path) -> None:
     """Caffe: scale = k + alpha/n * sum of squares over n channels (OpenCV 4.14 ignores k, so the
     reference here is Caffe's formula written out in numpy)."""
-    p = _write(tmp_path, """name: "k" input: "data" input_shape { dim: 2 dim: 7 dim: 4 dim: 5 }
-layer { name: "lrn" type: "LRN" bottom: "data" top: "lrn" lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 k: 2 } }""")
+    p = _write(
+        tmp_path,
+        """name: "k" input: "data" input_shape { dim: 2 dim: 7 dim: 4 dim: 5 }
+layer { name: "lrn" type: "LRN" bottom: "data" top: "lrn" lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 k: 2 } }""",
+    )
     folder = convert_caffe(p, None, tmp_path / "out")
     x = np.random.default_rng(0).standard_normal((2, 7, 4, 5)).astype(np.float64) * 2
     sq = np.pad(x * x, ((0, 0), (1, 1), (0, 0), (0, 0)))
@@ -200,15 +213,27 @@ layer { name: "lrn" type: "LRN" bottom: "data" top: "lrn" lrn_param { local_size
 
 def test_batchnorm_scale_factor_zero_and_eps(tmp_path: Path) -> None:
     """A zero scale factor zeroes mean and variance (Caffe); eps is applied as given."""
-    p = _write(tmp_path, """name: "bn" input: "data" input_shape { dim: 2 dim: 3 dim: 4 dim: 4 }
-layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" batch_norm_param { eps: 0.01 } }""")
+    p = _write(
+        tmp_path,
+        """name: "bn" input: "data" input_shape { dim: 2 dim: 3 dim: 4 dim: 4 }
+layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" batch_norm_param { eps: 0.01 } }""",
+    )
     mean, var = np.array([1.0, 2.0, 3.0], np.float32), np.array([4.0, 5.0, 6.0], np.float32)
     x = np.random.default_rng(1).standard_normal((2, 3, 4, 4)).astype(np.float32)
-    for factor, want in ((0.0, x / np.sqrt(0.01)), (
-            4.0, (x - mean[None, :, None, None]) / np.sqrt(var[None, :, None, None] + 0.01))):
-        w = write_caffemodel(tmp_path / "bn.caffemodel", {"bn": [mean * factor if factor else mean,
-                                                                  var * factor if factor else var,
-                                                                  np.array([factor], np.float32)]})
+    for factor, want in (
+        (0.0, x / np.sqrt(0.01)),
+        (4.0, (x - mean[None, :, None, None]) / np.sqrt(var[None, :, None, None] + 0.01)),
+    ):
+        w = write_caffemodel(
+            tmp_path / "bn.caffemodel",
+            {
+                "bn": [
+                    mean * factor if factor else mean,
+                    var * factor if factor else var,
+                    np.array([factor], np.float32),
+                ]
+            },
+        )
         out = tmp_path / f"out{factor}"
         got = load_folder(convert_caffe(p, w, out))(torch.from_numpy(x)).detach().numpy()
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -234,7 +259,7 @@ layers { name: "prob" type: SOFTMAX bottom: "ip" top: "prob" }
         "input_dim": 'input: "data" input_dim: 2 input_dim: 2 input_dim: 9 input_dim: 9\n',
         "input_shape": 'input: "data" input_shape { dim: 2 dim: 2 dim: 9 dim: 9 }\n',
         "input_layer": 'layer { name: "in" type: "Input" top: "data" '
-                       'input_param { shape { dim: 2 dim: 2 dim: 9 dim: 9 } } }\n',
+        "input_param { shape { dim: 2 dim: 2 dim: 9 dim: 9 } } }\n",
     }
     first = _write(tmp_path, heads["input_dim"] + body_v2, "a.prototxt")
     w = write_random_caffemodel(first, tmp_path / "w.caffemodel", seed=9)
@@ -250,8 +275,9 @@ layers { name: "prob" type: SOFTMAX bottom: "ip" top: "prob" }
         outs[k] = load_folder(convert_caffe(p, w, tmp_path / f"out_{k}"))(x)
     for k in texts:
         torch.testing.assert_close(outs[k], outs["input_dim"], rtol=0, atol=0)
-    check_against_opencv(tmp_path / "v1.prototxt", w, {"data": x.numpy()}, tmp_path, TOL,
-                         folder=tmp_path / "out_v1")
+    check_against_opencv(
+        tmp_path / "v1.prototxt", w, {"data": x.numpy()}, tmp_path, TOL, folder=tmp_path / "out_v1"
+    )
 
 
 def test_writer_leaves_nothing_at_defaults(testdata: Path, tmp_path: Path) -> None:
@@ -315,8 +341,11 @@ def test_reshape_axis_scale_variants_flatten_end_axis(tmp_path: Path) -> None:
 def test_inner_product_transpose_follows_caffe(tmp_path: Path) -> None:
     """transpose: true stores the weight as K x N and computes x . W (Caffe's inner_product_layer);
     OpenCV 4.14 ignores the flag, so the reference is Caffe's formula in numpy."""
-    p = _write(tmp_path, """name: "t" input: "data" input_shape { dim: 2 dim: 4 dim: 3 dim: 5 }
-layer { name: "ip_t" type: "InnerProduct" bottom: "data" top: "ip_t" inner_product_param { num_output: 6 transpose: true } }""")
+    p = _write(
+        tmp_path,
+        """name: "t" input: "data" input_shape { dim: 2 dim: 4 dim: 3 dim: 5 }
+layer { name: "ip_t" type: "InnerProduct" bottom: "data" top: "ip_t" inner_product_param { num_output: 6 transpose: true } }""",
+    )
     rng = np.random.default_rng(0)
     w, b = rng.standard_normal((60, 6)).astype(np.float32), rng.standard_normal(6).astype(np.float32)
     folder = convert_caffe(p, write_caffemodel(tmp_path / "w.caffemodel", {"ip_t": [w, b]}), tmp_path / "o")
@@ -333,12 +362,20 @@ def test_card_preprocess_from_option_transform_param_or_unknown(tmp_path: Path) 
     assert card["preprocess"]["unknown"] is True
     assert card["origin"] == "caffe" and card["provenance"]["converter"] == "zoo.converters.caffe"
     assert card["files"][0]["checksum"]["algo"] == "sha256"
-    mtcnn = {"layout": "NCHW", "channel_order": "RGB", "scale": 1.0, "mean": [127.5] * 3, "std": [128.0] * 3,
-             "transpose_hw": True}
+    mtcnn = {
+        "layout": "NCHW",
+        "channel_order": "RGB",
+        "scale": 1.0,
+        "mean": [127.5] * 3,
+        "std": [128.0] * 3,
+        "transpose_hw": True,
+    }
     card = json.loads((convert_caffe(p, None, tmp_path / "b", preprocess=mtcnn) / "card.json").read_text())
     assert card["preprocess"]["transpose_hw"] is True and card["preprocess"]["std"] == [128.0] * 3
-    tp = ('layer { name: "d" type: "Data" top: "x" transform_param { scale: 0.00390625 mean_value: 104 '
-          'mean_value: 117 mean_value: 123 } include { phase: TEST } }\n')
+    tp = (
+        'layer { name: "d" type: "Data" top: "x" transform_param { scale: 0.00390625 mean_value: 104 '
+        "mean_value: 117 mean_value: 123 } include { phase: TEST } }\n"
+    )
     p2 = _write(tmp_path, head + tp + body, "tp.prototxt")
     card = json.loads((convert_caffe(p2, None, tmp_path / "c") / "card.json").read_text())
     pre = card["preprocess"]

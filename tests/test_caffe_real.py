@@ -26,16 +26,36 @@ TOL = 1e-5
 
 # id: (prototxt, weights, {input: shape}, input range)
 CASES = {
-    "lenet_v2": ("lenet_mnist/lenet.prototxt", "lenet_mnist/lenet_iter_10000.caffemodel",
-                 (3, 1, 28, 28), (0, 1)),
-    "lenet_v1": ("lenet_mnist_v1/lenet.prototxt", "lenet_mnist_v1/lenet_iter_10000.caffemodel",
-                 (3, 1, 28, 28), (0, 1)),
-    "cifar_v1": ("cifar10_quick_v1/cifar10_quick.prototxt",
-                 "cifar10_quick_v1/cifar10_quick_iter_5000.caffemodel", (2, 3, 32, 32), (-120, 130)),
-    "cifar_v2": ("cifar10_quick_v2/cifar10_quick.prototxt",
-                 "cifar10_quick_v2/cifar10_quick_iter_4000.caffemodel", (2, 3, 32, 32), (-120, 130)),
-    "cifar_v2_h5": ("cifar10_quick_v2/cifar10_quick.prototxt",
-                    "cifar10_quick_v2/cifar10_quick_iter_5000.caffemodel.h5", (2, 3, 32, 32), (-120, 130)),
+    "lenet_v2": (
+        "lenet_mnist/lenet.prototxt",
+        "lenet_mnist/lenet_iter_10000.caffemodel",
+        (3, 1, 28, 28),
+        (0, 1),
+    ),
+    "lenet_v1": (
+        "lenet_mnist_v1/lenet.prototxt",
+        "lenet_mnist_v1/lenet_iter_10000.caffemodel",
+        (3, 1, 28, 28),
+        (0, 1),
+    ),
+    "cifar_v1": (
+        "cifar10_quick_v1/cifar10_quick.prototxt",
+        "cifar10_quick_v1/cifar10_quick_iter_5000.caffemodel",
+        (2, 3, 32, 32),
+        (-120, 130),
+    ),
+    "cifar_v2": (
+        "cifar10_quick_v2/cifar10_quick.prototxt",
+        "cifar10_quick_v2/cifar10_quick_iter_4000.caffemodel",
+        (2, 3, 32, 32),
+        (-120, 130),
+    ),
+    "cifar_v2_h5": (
+        "cifar10_quick_v2/cifar10_quick.prototxt",
+        "cifar10_quick_v2/cifar10_quick_iter_5000.caffemodel.h5",
+        (2, 3, 32, 32),
+        (-120, 130),
+    ),
     "det1": ("mtcnn/det1.prototxt", "mtcnn/det1.caffemodel", (2, 3, 12, 12), (-1, 1)),
     "det1_120x160": ("mtcnn/det1.prototxt", "mtcnn/det1.caffemodel", (2, 3, 120, 160), (-1, 1)),
     "det2": ("mtcnn/det2.prototxt", "mtcnn/det2.caffemodel", (3, 3, 24, 24), (-1, 1)),
@@ -55,8 +75,9 @@ def converted(testdata: Path, tmp_path_factory: pytest.TempPathFactory):
         if key not in cache:
             out = tmp_path_factory.mktemp("caffe") / "model"
             shapes = {"data": list(hw)} if hw else None
-            cache[key] = convert_caffe(testdata / "caffe" / proto, testdata / "caffe" / weights, out,
-                                       to="all", input_shapes=shapes)
+            cache[key] = convert_caffe(
+                testdata / "caffe" / proto, testdata / "caffe" / weights, out, to="all", input_shapes=shapes
+            )
         return cache[key]
 
     return get
@@ -79,8 +100,15 @@ def test_real_model_matches_opencv(case: str, testdata: Path, converted, tmp_pat
     ref_w = None
     if weights.endswith(".h5"):
         ref_w = h5_as_binary(testdata / "caffe" / weights, tmp_path / "from_h5.caffemodel")
-    worst = check_against_opencv(testdata / "caffe" / proto, testdata / "caffe" / weights, {"data": x},
-                                 tmp_path, TOL, folder=folder, ref_weights=ref_w)
+    worst = check_against_opencv(
+        testdata / "caffe" / proto,
+        testdata / "caffe" / weights,
+        {"data": x},
+        tmp_path,
+        TOL,
+        folder=folder,
+        ref_weights=ref_w,
+    )
     assert worst["onnx"] <= TOL  # the ONNX file exists (to="all") and was compared
     assert (folder / "model.onnx").is_file()
 
@@ -114,10 +142,17 @@ def test_v1_blobs_upgraded_to_current_shapes(testdata: Path, converted) -> None:
 def test_mtcnn_training_layers_in_caffemodel_ignored(testdata: Path) -> None:
     """det4.caffemodel carries training layers; the deploy conversion uses only the prototxt's layers."""
     raw = read_caffemodel(testdata / "caffe/mtcnn/det4.caffemodel")
-    folder_layers = {r.source for r in LayerMap(
-        __import__("converters.caffe.graph", fromlist=["build_graph"]).build_graph(
-            __import__("converters.caffe.reader", fromlist=["read_prototxt"]).read_prototxt(
-                testdata / "caffe/mtcnn/det4.prototxt"), raw)[2]).rows}
+    folder_layers = {
+        r.source
+        for r in LayerMap(
+            __import__("converters.caffe.graph", fromlist=["build_graph"]).build_graph(
+                __import__("converters.caffe.reader", fromlist=["read_prototxt"]).read_prototxt(
+                    testdata / "caffe/mtcnn/det4.prototxt"
+                ),
+                raw,
+            )[2]
+        ).rows
+    }
     assert folder_layers <= set(raw)
 
 
@@ -141,8 +176,9 @@ def test_lenet_classifies_real_digits(variant: str, testdata: Path, converted, t
     x, y = _digits()
     with torch.no_grad():
         ours = model(torch.from_numpy(x)).numpy().argmax(1)
-    ref = opencv_outputs(testdata / "caffe" / proto, testdata / "caffe" / weights, {"data": x}, ["prob"],
-                         tmp_path)[0].argmax(1)
+    ref = opencv_outputs(
+        testdata / "caffe" / proto, testdata / "caffe" / weights, {"data": x}, ["prob"], tmp_path
+    )[0].argmax(1)
     acc = float((ours == y).mean())
     assert acc >= 0.80, acc
     assert acc == float((ref == y).mean())
@@ -169,8 +205,8 @@ def test_folder_loads_without_caffe_modules(testdata: Path, converted, tmp_path:
         from converters import load_folder
         m = load_folder({str(folder)!r})
         with torch.no_grad():
-            outs = m(torch.from_numpy(np.load({str(tmp_path / 'x.npy')!r})))
-        np.savez({str(tmp_path / 'y.npz')!r}, *[o.numpy() for o in outs])
+            outs = m(torch.from_numpy(np.load({str(tmp_path / "x.npy")!r})))
+        np.savez({str(tmp_path / "y.npz")!r}, *[o.numpy() for o in outs])
         assert not any(k.startswith("converters.caffe") for k in sys.modules)
         try:
             import converters.caffe  # noqa

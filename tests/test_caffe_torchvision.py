@@ -16,16 +16,24 @@ from converters.layermap import LayerMap
 from zoo.errors import ConversionError
 
 CASES = [
-    pytest.param("squeezenet_v1.1_deploy.prototxt", "squeezenet1_1", "pool10", (2, 3, 227, 227),
-                 id="squeezenet"),
-    pytest.param("VGG_ILSVRC_16_layers_deploy.prototxt", "vgg16", "fc8", (2, 3, 224, 224), id="vgg16",
-                 marks=pytest.mark.slow),
+    pytest.param(
+        "squeezenet_v1.1_deploy.prototxt", "squeezenet1_1", "pool10", (2, 3, 227, 227), id="squeezenet"
+    ),
+    pytest.param(
+        "VGG_ILSVRC_16_layers_deploy.prototxt",
+        "vgg16",
+        "fc8",
+        (2, 3, 224, 224),
+        id="vgg16",
+        marks=pytest.mark.slow,
+    ),
 ]
 
 
 @pytest.mark.parametrize(("proto", "arch", "logits", "shape"), CASES)
-def test_loads_into_torchvision_and_matches(proto: str, arch: str, logits: str, shape: tuple[int, ...],
-                                            testdata: Path, tmp_path: Path) -> None:
+def test_loads_into_torchvision_and_matches(
+    proto: str, arch: str, logits: str, shape: tuple[int, ...], testdata: Path, tmp_path: Path
+) -> None:
     src = testdata / "caffe/deploy" / proto
     w = write_random_caffemodel(src, tmp_path / "w.caffemodel", seed=2)
     folder = convert_caffe(src, w, tmp_path / "out")
@@ -48,7 +56,10 @@ def test_map_reports_mismatch_and_alexnet_refused(testdata: Path, tmp_path: Path
 
     wrong = torchvision.models.squeezenet1_0(weights=None).state_dict()  # v1.0: other conv1 and layout
     rep = lm.match(wrong)
-    assert not rep.ok and rep.shape_mismatched and ("features.0.weight", [64, 3, 3, 3], [96, 3, 7, 7]) in [
-        tuple(r) for r in rep.shape_mismatched]
+    assert (
+        not rep.ok
+        and rep.shape_mismatched
+        and ("features.0.weight", [64, 3, 3, 3], [96, 3, 7, 7]) in [tuple(r) for r in rep.shape_mismatched]
+    )
     with pytest.raises(ConversionError, match="LRN.*group"):
         torchvision_layermap(lm, "alexnet")

@@ -28,10 +28,10 @@ main(sys.argv[1:])
 """
 
 
-def zoo(*args: str, env: dict[str, str] | None = None, block_heavy: bool = False,
-        check: bool = False) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", BLOCKER, *args] if block_heavy else [
-        sys.executable, "-m", "zoo.cli", *args]
+def zoo(
+    *args: str, env: dict[str, str] | None = None, block_heavy: bool = False, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-c", BLOCKER, *args] if block_heavy else [sys.executable, "-m", "zoo.cli", *args]
     full_env = dict(os.environ, **(env or {}))
     r = subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=120)
     if check:
@@ -93,7 +93,9 @@ def test_unknown_id_is_one_line_with_suggestions(zoo_home: Path) -> None:
 def test_malformed_catalogue_entry_is_skipped_with_one_line(zoo_home: Path) -> None:
     good = json.loads((ROOT / "registry.json").read_text())["models"][0]
     mine = dict(good, id="me/vgg16-mine", name="my vgg16")
-    (zoo_home / "catalog.json").write_text(json.dumps({"schema_version": 1, "models": [{"id": "me/x"}, mine]}))
+    (zoo_home / "catalog.json").write_text(
+        json.dumps({"schema_version": 1, "models": [{"id": "me/x"}, mine]})
+    )
     r = zoo("search", "vgg16", "--limit", "0")
     assert r.returncode == 0, r.stderr
     lines = r.stderr.strip().splitlines()
@@ -108,16 +110,31 @@ def test_malformed_catalogue_entry_is_skipped_with_one_line(zoo_home: Path) -> N
 def test_register_then_search_info(zoo_home: Path, tmp_path: Path) -> None:
     model = tmp_path / "cats.pth"
     model.write_bytes(os.urandom(4096))
-    zoo("register", str(model), "--id", "me/cats", "--arch", "torchvision:resnet50",
-        "--labels", "cat,dog", "--top1", "97.5", "--tag", "pets", check=True)
+    zoo(
+        "register",
+        str(model),
+        "--id",
+        "me/cats",
+        "--arch",
+        "torchvision:resnet50",
+        "--labels",
+        "cat,dog",
+        "--top1",
+        "97.5",
+        "--tag",
+        "pets",
+        check=True,
+    )
     r = zoo("search", "--tag", "pets", "--json", check=True)
     assert [c["id"] for c in json.loads(r.stdout)] == ["me/cats"]
     card = json.loads(zoo("info", "me/cats", "--json", check=True).stdout)
     import hashlib
 
     assert card["files"][0]["checksum"] == {
-        "algo": "sha256", "value": hashlib.sha256(model.read_bytes()).hexdigest(),
-        "source": "computed by zoo register"}
+        "algo": "sha256",
+        "value": hashlib.sha256(model.read_bytes()).hexdigest(),
+        "source": "computed by zoo register",
+    }
     again = zoo("register", str(model), "--id", "me/cats")
     assert again.returncode != 0 and "already exists" in again.stderr
 

@@ -15,17 +15,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _zoo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
 
 
-@pytest.mark.parametrize("model_id,reference,layout", [
-    ("testdata/cifar10_quick_v2", "opencv", "NCHW"),  # Caffe, checked against OpenCV dnn
-    ("testdata/vww_96", "source", "NCHW"),  # Keras 2.4 file, checked against tf-keras
-])
-def test_convert_registry_entry_through_mirror_then_verify(model_id: str, reference: str, layout: str,
-                                                           testdata: Path, zoo_home: Path,
-                                                           tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "model_id,reference,layout",
+    [
+        ("testdata/cifar10_quick_v2", "opencv", "NCHW"),  # Caffe, checked against OpenCV dnn
+        ("testdata/vww_96", "source", "NCHW"),  # Keras 2.4 file, checked against tf-keras
+    ],
+)
+def test_convert_registry_entry_through_mirror_then_verify(
+    model_id: str, reference: str, layout: str, testdata: Path, zoo_home: Path, tmp_path: Path
+) -> None:
     card = registry_card(model_id)
     with TestServer() as server:
         mirror_testdata_card(server, card, testdata)
@@ -38,8 +47,13 @@ def test_convert_registry_entry_through_mirror_then_verify(model_id: str, refere
     for key in ("channel_order", "scale", "mean", "std"):
         assert conv["preprocess"].get(key) == card["preprocess"].get(key), key
     assert conv["preprocess"]["layout"] == layout
-    assert {p.name for p in out.iterdir()} >= {"card.json", "graph.json", "model.safetensors",
-                                               "layermap.json", "model.onnx"}
+    assert {p.name for p in out.iterdir()} >= {
+        "card.json",
+        "graph.json",
+        "model.safetensors",
+        "layermap.json",
+        "model.onnx",
+    }
     r = _zoo("verify", str(out), "--reference", reference, "--atol", "1e-5")
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads((out / "verify.json").read_text())
@@ -49,8 +63,14 @@ def test_convert_registry_entry_through_mirror_then_verify(model_id: str, refere
 def test_verify_fails_nonzero_when_weights_are_damaged(testdata: Path, tmp_path: Path) -> None:
     t = testdata / "caffe" / "lenet_mnist"
     out = tmp_path / "lenet"
-    r = _zoo("convert", str(t / "lenet.prototxt"), "--weights", str(t / "lenet_iter_10000.caffemodel"),
-             "-o", str(out))
+    r = _zoo(
+        "convert",
+        str(t / "lenet.prototxt"),
+        "--weights",
+        str(t / "lenet_iter_10000.caffemodel"),
+        "-o",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     from safetensors.numpy import load_file, save_file
 
@@ -69,9 +89,11 @@ def test_convert_bad_inputs_one_line_nothing_written(tmp_path: Path) -> None:
     junk.write_bytes(os.urandom(100))
     bad_proto = tmp_path / "bad.prototxt"
     bad_proto.write_text('name: "x"\nlayer {\n  name: "a"\n  type: "Convolution"\n  bottom: \n}\n')
-    for args in (["convert", str(junk), "-o", str(tmp_path / "o1")],
-                 ["convert", str(bad_proto), "-o", str(tmp_path / "o2")],
-                 ["convert", "keras/no-such-model", "-o", str(tmp_path / "o3")]):
+    for args in (
+        ["convert", str(junk), "-o", str(tmp_path / "o1")],
+        ["convert", str(bad_proto), "-o", str(tmp_path / "o2")],
+        ["convert", "keras/no-such-model", "-o", str(tmp_path / "o3")],
+    ):
         r = _zoo(*args)
         assert r.returncode != 0
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr

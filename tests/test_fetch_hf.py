@@ -33,15 +33,25 @@ def hub(zoo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Test
 
 
 def hf_card(filename: str = "model.safetensors", checksum: Checksum | None = None) -> ModelCard:
-    ref = FileRef(name=filename, hf={"repo_id": REPO, "filename": filename, "revision": "main"},
-                  checksum=checksum or Checksum(None, None, "the hub publishes none; pinned on first use"),
-                  pin="first-use")
-    return ModelCard(id="timm/tiny_test.a1_in1k", name="tiny", source="timm", framework="pytorch",
-                     format="safetensors", files=(ref,))
+    ref = FileRef(
+        name=filename,
+        hf={"repo_id": REPO, "filename": filename, "revision": "main"},
+        checksum=checksum or Checksum(None, None, "the hub publishes none; pinned on first use"),
+        pin="first-use",
+    )
+    return ModelCard(
+        id="timm/tiny_test.a1_in1k",
+        name="tiny",
+        source="timm",
+        framework="pytorch",
+        format="safetensors",
+        files=(ref,),
+    )
 
 
-def test_hub_file_is_pinned_then_a_changed_file_is_refused(hub: TestServer, zoo_home: Path,
-                                                           tmp_path: Path) -> None:
+def test_hub_file_is_pinned_then_a_changed_file_is_refused(
+    hub: TestServer, zoo_home: Path, tmp_path: Path
+) -> None:
     v1, v2 = os.urandom(200_000), os.urandom(200_000)
     hub.set_hf_file(REPO, "model.safetensors", v1)
     card = hf_card()
@@ -89,8 +99,9 @@ def test_hub_published_checksum_and_require_checksum(hub: TestServer, zoo_home: 
     assert fetch.pull(good, require_checksum=True)[0].read_bytes() == data
     wrong = hf_card("config.json", Checksum("md5", "0" * 32, "test"))
     cache.remove(wrong.id, zoo_home, forget_pins=True)
-    with pytest.raises(ChecksumError, match=f"expected md5 {'0' * 32}, got md5 "
-                                            f"{hashlib.md5(data).hexdigest()}"):
+    with pytest.raises(
+        ChecksumError, match=f"expected md5 {'0' * 32}, got md5 {hashlib.md5(data).hexdigest()}"
+    ):
         fetch.pull(wrong)
 
 
@@ -98,6 +109,7 @@ def test_hub_missing_file_and_offline_miss(hub: TestServer, zoo_home: Path) -> N
     hub.set_hf_file(REPO, "model.safetensors", b"x" * 100)
     with pytest.raises(FetchError, match=f"{REPO}/nope.bin@main"):
         fetch.pull(hf_card("nope.bin"))
-    with pytest.raises(OfflineError, match="offline and timm/tiny_test.a1_in1k/model.safetensors "
-                                           "is not cached"):
+    with pytest.raises(
+        OfflineError, match="offline and timm/tiny_test.a1_in1k/model.safetensors is not cached"
+    ):
         fetch.pull(hf_card(), offline=True)

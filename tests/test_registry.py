@@ -31,8 +31,16 @@ def test_real_registry_validates_and_is_big() -> None:
 
 
 def test_transfer_learning_favourites_present(reg: Registry) -> None:
-    for text in ("vgg16", "inceptionv3", "resnet50", "mobilenet", "googlenet", "alexnet",
-                 "caffenet", "lenet"):
+    for text in (
+        "vgg16",
+        "inceptionv3",
+        "resnet50",
+        "mobilenet",
+        "googlenet",
+        "alexnet",
+        "caffenet",
+        "lenet",
+    ):
         assert reg.search(SearchQuery(text=text)), text
 
 
@@ -45,10 +53,18 @@ def test_vgg16_across_three_sources(reg: Registry) -> None:
     assert all("vgg16" in c.id for c in hits[:first_non_exact])
 
 
-@pytest.mark.parametrize("field,value", [
-    ("source", "keras"), ("source", "torchvision"), ("source", "caffe"), ("source", "timm"),
-    ("framework", "caffe"), ("origin", "caffe"), ("task", "image-classification"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("source", "keras"),
+        ("source", "torchvision"),
+        ("source", "caffe"),
+        ("source", "timm"),
+        ("framework", "caffe"),
+        ("origin", "caffe"),
+        ("task", "image-classification"),
+    ],
+)
 def test_equality_filters(reg: Registry, field: str, value: str) -> None:
     hits = reg.search(SearchQuery(**{field: value}))
     assert hits

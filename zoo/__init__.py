@@ -15,9 +15,18 @@ if TYPE_CHECKING:
     from zoo.cards import Checksum, FileRef, Metric, ModelCard, Preprocess
 
 # Loaded on first use, so `zoo --help` starts without parsing the card and registry modules.
-_LAZY = {"info": "zoo.api", "pull": "zoo.api", "register": "zoo.api", "registry": "zoo.api",
-         "search": "zoo.api", "Checksum": "zoo.cards", "FileRef": "zoo.cards", "Metric": "zoo.cards",
-         "ModelCard": "zoo.cards", "Preprocess": "zoo.cards"}
+_LAZY = {
+    "info": "zoo.api",
+    "pull": "zoo.api",
+    "register": "zoo.api",
+    "registry": "zoo.api",
+    "search": "zoo.api",
+    "Checksum": "zoo.cards",
+    "FileRef": "zoo.cards",
+    "Metric": "zoo.cards",
+    "ModelCard": "zoo.cards",
+    "Preprocess": "zoo.cards",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -30,11 +39,23 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "Checksum", "FileRef", "Metric", "ModelCard", "Preprocess", "ZooError",
-    "info", "load", "pull", "register", "registry", "search", "__version__",
+    "Checksum",
+    "FileRef",
+    "Metric",
+    "ModelCard",
+    "Preprocess",
+    "ZooError",
+    "info",
+    "load",
+    "pull",
+    "register",
+    "registry",
+    "search",
+    "__version__",
 ]
 
 

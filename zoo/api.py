@@ -46,8 +46,15 @@ def info(model_id: str, *, home: Path | None = None) -> ModelCard:
     return index(home).get(model_id)
 
 
-def pull(model_id: str, file: str | None = None, dest: str | Path | None = None, *,
-         home: Path | None = None, verify: bool = False, **kw: Any) -> list[Path]:
+def pull(
+    model_id: str,
+    file: str | None = None,
+    dest: str | Path | None = None,
+    *,
+    home: Path | None = None,
+    verify: bool = False,
+    **kw: Any,
+) -> list[Path]:
     """Download a model's files (or the one named) into the cache, verified; copy to ``dest``.
 
     A cached copy is re-hashed when its blob's size, mtime or inode changed since it was last
@@ -58,8 +65,7 @@ def pull(model_id: str, file: str | None = None, dest: str | Path | None = None,
     from zoo import fetch
 
     card = info(model_id, home=home)
-    return fetch.pull(card, file_name=file, dest=Path(dest) if dest else None, home=home,
-                      verify=verify, **kw)
+    return fetch.pull(card, file_name=file, dest=Path(dest) if dest else None, home=home, verify=verify, **kw)
 
 
 def register(

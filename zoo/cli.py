@@ -134,8 +134,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 @cli.command()
 @click.argument("query", nargs=-1)
-@click.option("--source", "--framework-source", "source",
-              help="torchvision, keras, caffe, timm, testdata or user.")
+@click.option(
+    "--source", "--framework-source", "source", help="torchvision, keras, caffe, timm, testdata or user."
+)
 @click.option("--framework", help="pytorch, keras, caffe, onnx.")
 @click.option("--origin", help="Where the weights came from, e.g. 'caffe' for converted ones.")
 @click.option("--task", help="e.g. image-classification.")
@@ -146,17 +147,35 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--input-size", type=int, help="Input height/width, e.g. 224.")
 @click.option("--license", "license_", help="Licence (substring match).")
 @click.option("--tag", help="A tag, e.g. imagenet or mobile.")
-@click.option("--sort", type=click.Choice(["relevance", "top1", "params", "gflops", "name"]),
-              default="relevance", show_default=True)
+@click.option(
+    "--sort",
+    type=click.Choice(["relevance", "top1", "params", "gflops", "name"]),
+    default="relevance",
+    show_default=True,
+)
 @click.option("--limit", type=int, default=50, show_default=True, help="0 for no limit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the matching cards as JSON.")
 @click.option("--wide", is_flag=True, help="Every column, whatever the width.")
 @click.option("--columns", help=f"Comma-separated columns to show, from {','.join(_SEARCH_COLUMNS)}.")
-def search(query: tuple[str, ...], source: str | None, framework: str | None,
-           origin: str | None, task: str | None, dataset: str | None, min_top1: float | None,
-           max_params: float | None, max_gflops: float | None, input_size: int | None,
-           license_: str | None, tag: str | None, sort: str, limit: int, as_json: bool, wide: bool,
-           columns: str | None) -> None:
+def search(
+    query: tuple[str, ...],
+    source: str | None,
+    framework: str | None,
+    origin: str | None,
+    task: str | None,
+    dataset: str | None,
+    min_top1: float | None,
+    max_params: float | None,
+    max_gflops: float | None,
+    input_size: int | None,
+    license_: str | None,
+    tag: str | None,
+    sort: str,
+    limit: int,
+    as_json: bool,
+    wide: bool,
+    columns: str | None,
+) -> None:
     """Search the registry and your catalogue (ranked match on id, name, family, tags)."""
     from zoo import api
 
@@ -165,12 +184,26 @@ def search(query: tuple[str, ...], source: str | None, framework: str | None,
         cols = tuple(c.strip().lower().replace("-", "") for c in columns.split(",") if c.strip())
         bad = [c for c in cols if c not in _SEARCH_COLUMNS]
         if bad:
-            raise click.BadParameter(f"unknown column {bad[0]!r} (choose from {', '.join(_SEARCH_COLUMNS)})",
-                                     param_hint="--columns")
-    cards = api.search(" ".join(query) or None, source=source, framework=framework,
-                       origin=origin, task=task, dataset=dataset, min_top1=min_top1,
-                       max_params=max_params, max_gflops=max_gflops, input_size=input_size,
-                       license=license_, tag=tag, sort=sort, limit=limit or None)
+            raise click.BadParameter(
+                f"unknown column {bad[0]!r} (choose from {', '.join(_SEARCH_COLUMNS)})",
+                param_hint="--columns",
+            )
+    cards = api.search(
+        " ".join(query) or None,
+        source=source,
+        framework=framework,
+        origin=origin,
+        task=task,
+        dataset=dataset,
+        min_top1=min_top1,
+        max_params=max_params,
+        max_gflops=max_gflops,
+        input_size=input_size,
+        license=license_,
+        tag=tag,
+        sort=sort,
+        limit=limit or None,
+    )
     if as_json:
         click.echo(json.dumps([c.to_dict() for c in cards], indent=1))
         if not cards:
@@ -194,8 +227,9 @@ def _kv(rows: list[tuple[str, str]], width: int | None) -> list[str]:
     out = []
     for k, v in rows:
         if width and len(v) > width - pad and " " in v:
-            wrapped = textwrap.wrap(v, max(20, width - pad), break_long_words=False,
-                                    break_on_hyphens=False) or [v]
+            wrapped = textwrap.wrap(
+                v, max(20, width - pad), break_long_words=False, break_on_hyphens=False
+            ) or [v]
         else:
             wrapped = [v]
         out.append((k.ljust(pad) + wrapped[0]).rstrip())
@@ -221,8 +255,11 @@ def _render_card(card: Any) -> None:
     prov = card.provenance
     rows = [
         ("source", f"{card.source} ({card.framework}, {card.format})"),
-        ("origin", card.origin + (" (weights converted from Caffe by the publisher)"
-                                  if card.origin == "caffe" else "")),
+        (
+            "origin",
+            card.origin
+            + (" (weights converted from Caffe by the publisher)" if card.origin == "caffe" else ""),
+        ),
         ("task / dataset", f"{card.task} / {card.dataset or 'unknown'}"),
         ("publisher", prov.get("publisher", "-")),
         ("page", prov.get("page", "-")),
@@ -305,15 +342,26 @@ def info(model_id: str, as_json: bool) -> None:
 @click.argument("model_ids", metavar="MODEL_ID...", nargs=-1, required=True)
 @click.option("--file", "file_name", help="Only this file of the card (with a single MODEL_ID).")
 @click.option("--dest", type=click.Path(file_okay=False), help="Copy the files here too.")
-@click.option("--mirror", "mirrors", multiple=True,
-              help="Mirror base URL (repeatable; tried in order). Default: $ZOO_MIRROR.")
+@click.option(
+    "--mirror",
+    "mirrors",
+    multiple=True,
+    help="Mirror base URL (repeatable; tried in order). Default: $ZOO_MIRROR.",
+)
 @click.option("--offline", is_flag=True, default=None, help="Use only the cache ($ZOO_OFFLINE).")
-@click.option("--require-checksum", is_flag=True,
-              help="Refuse files whose publisher gave no checksum.")
-@click.option("--verify", is_flag=True,
-              help="Re-hash cached files even when their size, mtime and inode are unchanged.")
-def pull(model_ids: tuple[str, ...], file_name: str | None, dest: str | None,
-         mirrors: tuple[str, ...], offline: bool | None, require_checksum: bool, verify: bool) -> None:
+@click.option("--require-checksum", is_flag=True, help="Refuse files whose publisher gave no checksum.")
+@click.option(
+    "--verify", is_flag=True, help="Re-hash cached files even when their size, mtime and inode are unchanged."
+)
+def pull(
+    model_ids: tuple[str, ...],
+    file_name: str | None,
+    dest: str | None,
+    mirrors: tuple[str, ...],
+    offline: bool | None,
+    require_checksum: bool,
+    verify: bool,
+) -> None:
     """Download models' files into the cache, verifying checksums; print their paths.
 
     A cached copy whose bytes changed is fetched again (offline: an error naming the damage).
@@ -325,8 +373,15 @@ def pull(model_ids: tuple[str, ...], file_name: str | None, dest: str | None,
     for model_id in model_ids:  # every id known before anything is downloaded
         api.info(model_id)
     for model_id in model_ids:
-        paths = api.pull(model_id, file_name, dest, mirrors=list(mirrors) or None,
-                         offline=offline or None, require_checksum=require_checksum, verify=verify)
+        paths = api.pull(
+            model_id,
+            file_name,
+            dest,
+            mirrors=list(mirrors) or None,
+            offline=offline or None,
+            require_checksum=require_checksum,
+            verify=verify,
+        )
         for p in paths:
             click.echo(str(p))
 
@@ -344,8 +399,9 @@ def cache_ls(as_json: bool) -> None:
 
     rows = zcache.list_entries()
     if as_json:
-        click.echo(json.dumps([r if isinstance(r, dict) else r.__dict__ for r in rows],
-                              indent=1, default=str))
+        click.echo(
+            json.dumps([r if isinstance(r, dict) else r.__dict__ for r in rows], indent=1, default=str)
+        )
         return
     if not rows:
         click.echo("the cache is empty", err=True)
@@ -354,18 +410,33 @@ def cache_ls(as_json: bool) -> None:
     for r in rows:
         d = r if isinstance(r, dict) else r.__dict__
         path = str(d.get("path")) + ("" if d.get("present", True) else "  (blob missing)")
-        table.append((str(d.get("model_id")), str(d.get("file_name")), zcache.human_size(d.get("size")),
-                      str(d.get("sha256"))[:12], path))
+        table.append(
+            (
+                str(d.get("model_id")),
+                str(d.get("file_name")),
+                zcache.human_size(d.get("size")),
+                str(d.get("sha256"))[:12],
+                path,
+            )
+        )
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     for row in table:
-        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]),
-                 row[3].ljust(widths[3]), row[4]]
+        cells = [
+            row[0].ljust(widths[0]),
+            row[1].ljust(widths[1]),
+            row[2].rjust(widths[2]),
+            row[3].ljust(widths[3]),
+            row[4],
+        ]
         click.echo("  ".join(cells))
 
 
 @cache.command("verify")
-@click.option("--repair", is_flag=True,
-              help="Fetch again (from the registry's URLs, verified) every damaged or missing file.")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Fetch again (from the registry's URLs, verified) every damaged or missing file.",
+)
 def cache_verify(repair: bool) -> None:
     """Re-hash every cached blob; exit non-zero if anything is (still) wrong."""
     from zoo import cache as zcache
@@ -394,8 +465,11 @@ def cache_verify(repair: bool) -> None:
 
 @cache.command("rm")
 @click.argument("model_id")
-@click.option("--forget-pins", is_flag=True,
-              help="Also forget the pinned sha256 (a later pull may then get different bytes).")
+@click.option(
+    "--forget-pins",
+    is_flag=True,
+    help="Also forget the pinned sha256 (a later pull may then get different bytes).",
+)
 def cache_rm(model_id: str, forget_pins: bool) -> None:
     """Forget a model's cached files and delete the blobs no other model uses (pins stay)."""
     from zoo import cache as zcache
@@ -500,8 +574,9 @@ def _preprocess_opt(values: tuple[str, ...]) -> dict[str, Any] | None:
     out: dict[str, Any] = {}
     for item in values:
         if "=" not in item:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE, e.g. mean=104,117,123",
-                                     param_hint="--preprocess")
+            raise click.BadParameter(
+                f"{item!r}: expected KEY=VALUE, e.g. mean=104,117,123", param_hint="--preprocess"
+            )
         k, v = item.split("=", 1)
         if k in ("mean", "std", "input_size"):
             conv = int if k == "input_size" else float
@@ -527,36 +602,71 @@ def eval_fraction(v: str) -> float:
 
 @cli.command()
 @click.argument("source")
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
-              help="Caffe .caffemodel / .caffemodel.h5 for a prototxt SOURCE.")
-@click.option("--to", "to", type=click.Choice(["torch", "onnx", "all"]), default="torch",
-              show_default=True)
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="The zoo model folder to write (must not exist or be empty).")
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Caffe .caffemodel / .caffemodel.h5 for a prototxt SOURCE.",
+)
+@click.option("--to", "to", type=click.Choice(["torch", "onnx", "all"]), default="torch", show_default=True)
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="The zoo model folder to write (must not exist or be empty).",
+)
 @click.option("--arch", help="Architecture for weights-only files, e.g. torchvision:resnet50.")
-@click.option("--preprocess", "preprocess", multiple=True,
-              help="KEY=VALUE (channel_order=BGR, scale=1/255, mean=104,117,123, std=..., layout=NCHW).")
+@click.option(
+    "--preprocess",
+    "preprocess",
+    multiple=True,
+    help="KEY=VALUE (channel_order=BGR, scale=1/255, mean=104,117,123, std=..., layout=NCHW).",
+)
 @click.option("--trust-code", is_flag=True, help="Allow Keras Lambda layers (runs their code).")
 @click.option("--mirror", "mirrors", multiple=True, help="Mirror base URL for registry ids.")
-def convert(source: str, weights: str | None, to: str, out_dir: str, arch: str | None,
-            preprocess: tuple[str, ...], trust_code: bool, mirrors: tuple[str, ...]) -> None:
+def convert(
+    source: str,
+    weights: str | None,
+    to: str,
+    out_dir: str,
+    arch: str | None,
+    preprocess: tuple[str, ...],
+    trust_code: bool,
+    mirrors: tuple[str, ...],
+) -> None:
     """Convert SOURCE (a file or a registry id) into a zoo model folder (PyTorch and/or ONNX)."""
     from zoo import convert as zconvert
 
     kw: dict[str, Any] = {"mirrors": list(mirrors)} if mirrors else {}
-    out = zconvert.convert(source, out_dir, to=to, weights=weights, arch=arch,
-                           preprocess=_preprocess_opt(preprocess), trust_code=trust_code, **kw)
+    out = zconvert.convert(
+        source,
+        out_dir,
+        to=to,
+        weights=weights,
+        arch=arch,
+        preprocess=_preprocess_opt(preprocess),
+        trust_code=trust_code,
+        **kw,
+    )
     click.echo(str(out))
 
 
 @cli.command()
 @click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--reference", type=click.Choice(["source", "opencv"]), default="source", show_default=True,
-              help="source: the source framework (tf-keras, torch); opencv: OpenCV dnn for Caffe.")
-@click.option("--atol", type=float, default=1e-4, show_default=True,
-              help="Tolerance on max|diff| / max(1, max|ref|).")
-@click.option("--inputs", default="random", show_default=True,
-              help="'random' or comma-separated .npy/image files.")
+@click.option(
+    "--reference",
+    type=click.Choice(["source", "opencv"]),
+    default="source",
+    show_default=True,
+    help="source: the source framework (tf-keras, torch); opencv: OpenCV dnn for Caffe.",
+)
+@click.option(
+    "--atol", type=float, default=1e-4, show_default=True, help="Tolerance on max|diff| / max(1, max|ref|)."
+)
+@click.option(
+    "--inputs", default="random", show_default=True, help="'random' or comma-separated .npy/image files."
+)
 @click.option("--batch", type=int, default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def verify(out_dir: str, reference: str, atol: float, inputs: str, batch: int, seed: int) -> None:
@@ -572,8 +682,10 @@ def verify(out_dir: str, reference: str, atol: float, inputs: str, batch: int, s
     for name, r in (res.get("outputs") or {}).items():
         click.echo(f"  {name}: {r}")
     if not res.get("passed", False):
-        raise VerificationError(f"{out_dir}: outputs differ beyond tolerance {atol} (rel {res.get('rel')}, "
-                                f"first diverging layer {res.get('first_diverging_layer')})")
+        raise VerificationError(
+            f"{out_dir}: outputs differ beyond tolerance {atol} (rel {res.get('rel')}, "
+            f"first diverging layer {res.get('first_diverging_layer')})"
+        )
     click.echo("passed")
 
 
@@ -629,8 +741,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:
         if debug:
             raise
-        click.echo(f"zoo: error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""),
-                   err=True)
+        click.echo(f"zoo: error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), err=True)
         sys.exit(1)
 
 

@@ -37,8 +37,10 @@ def detect_format(path: Path) -> str:
         return "keras"
     if b"layer" in head and (b"{" in head or b"name:" in head):
         return "caffe"
-    raise ConversionError(f"{path}: cannot tell the format (expected a Caffe prototxt, a Keras .h5/.keras "
-                          "or a PyTorch state dict)")
+    raise ConversionError(
+        f"{path}: cannot tell the format (expected a Caffe prototxt, a Keras .h5/.keras "
+        "or a PyTorch state dict)"
+    )
 
 
 def _parse_arch(arch: str | None) -> str | None:
@@ -51,8 +53,9 @@ def _parse_arch(arch: str | None) -> str | None:
     raise ConversionError(f"--arch {arch!r}: expected torchvision:NAME (e.g. torchvision:resnet50)")
 
 
-def convert_torchvision(name: str, out_dir: Path, weights: Path | None, card: ModelCard | None,
-                        to: str) -> Path:
+def convert_torchvision(
+    name: str, out_dir: Path, weights: Path | None, card: ModelCard | None, to: str
+) -> Path:
     """torchvision NAME (+ local weights) -> ``out_dir/model.onnx`` verified with onnxruntime."""
     from converters.torch_onnx import torchvision_to_onnx
 
@@ -66,9 +69,13 @@ def convert_torchvision(name: str, out_dir: Path, weights: Path | None, card: Mo
     try:
         res = torchvision_to_onnx(name, tmp / "model.onnx", weights=weights)
         meta = {
-            "id": card.id if card else f"torchvision/{name}", "converter": "zoo torch_onnx",
-            "source": {"framework": "pytorch", "arch": f"torchvision:{name}",
-                       "weights": str(weights) if weights else None},
+            "id": card.id if card else f"torchvision/{name}",
+            "converter": "zoo torch_onnx",
+            "source": {
+                "framework": "pytorch",
+                "arch": f"torchvision:{name}",
+                "weights": str(weights) if weights else None,
+            },
             "artifacts": {"model.onnx": {"layout": "NCHW", "input_shape": res.get("input_shape")}},
             "preprocess": (card.preprocess.to_dict() if card else {"unknown": True}),
         }
@@ -84,8 +91,9 @@ def convert_torchvision(name: str, out_dir: Path, weights: Path | None, card: Mo
     return out_dir
 
 
-def _pick(files: list[Path], card: ModelCard, *suffixes: str,
-          role: str | tuple[str, ...] | None = None) -> Path | None:
+def _pick(
+    files: list[Path], card: ModelCard, *suffixes: str, role: str | tuple[str, ...] | None = None
+) -> Path | None:
     by_name = {p.name: p for p in files}
     for f in card.files:
         p = by_name.get(f.member.rsplit("/", 1)[-1] if f.member else f.name)
@@ -98,9 +106,18 @@ def _pick(files: list[Path], card: ModelCard, *suffixes: str,
     return None
 
 
-def convert(source: str | Path, out_dir: str | Path, *, to: str = "torch", weights: str | Path | None = None,
-            arch: str | None = None, preprocess: dict[str, Any] | Preprocess | None = None,
-            trust_code: bool = False, home: Path | None = None, **pull_kw: Any) -> Path:
+def convert(
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    to: str = "torch",
+    weights: str | Path | None = None,
+    arch: str | None = None,
+    preprocess: dict[str, Any] | Preprocess | None = None,
+    trust_code: bool = False,
+    home: Path | None = None,
+    **pull_kw: Any,
+) -> Path:
     """Convert a file or a registry entry into the zoo model folder ``out_dir``."""
     out_dir = Path(out_dir)
     src = Path(source)
@@ -109,13 +126,15 @@ def convert(source: str | Path, out_dir: str | Path, *, to: str = "torch", weigh
         if fmt == "caffe":
             from converters import convert_caffe
 
-            return convert_caffe(src, Path(weights) if weights else None, out_dir, to=to,
-                                 preprocess=preprocess)
+            return convert_caffe(
+                src, Path(weights) if weights else None, out_dir, to=to, preprocess=preprocess
+            )
         if fmt == "keras":
             from converters.keras import convert_keras
 
-            return convert_keras(src, out_dir, to=to, arch=arch, trust_code=trust_code,
-                                 preprocess=_as_preprocess(preprocess))
+            return convert_keras(
+                src, out_dir, to=to, arch=arch, trust_code=trust_code, preprocess=_as_preprocess(preprocess)
+            )
         name = _parse_arch(arch)
         if name is None:
             raise ConversionError(f"{src.name}: a PyTorch state dict needs --arch torchvision:NAME")
@@ -134,8 +153,7 @@ def convert(source: str | Path, out_dir: str | Path, *, to: str = "torch", weigh
             raise ConversionError(f"{card.id}: the card lists no deploy prototxt")
         from converters import convert_caffe
 
-        return convert_caffe(proto, wts, out_dir, to=to, preprocess=pre,
-                             card_extra={"registry_id": card.id})
+        return convert_caffe(proto, wts, out_dir, to=to, preprocess=pre, card_extra={"registry_id": card.id})
     if card.framework == "keras":
         wts = _pick(files, card, *KERAS_SUFFIXES, role=("weights", "model"))
         if wts is None:
@@ -144,8 +162,9 @@ def convert(source: str | Path, out_dir: str | Path, *, to: str = "torch", weigh
 
         # A full model file carries its own architecture; weights-only files take the card's builder.
         karch = arch or (None if _is_full_model(wts) else (card.architecture or None))
-        return convert_keras(wts, out_dir, to=to, arch=karch, trust_code=trust_code,
-                             preprocess=_as_preprocess(pre))
+        return convert_keras(
+            wts, out_dir, to=to, arch=karch, trust_code=trust_code, preprocess=_as_preprocess(pre)
+        )
     if card.source == "torchvision" or card.framework == "pytorch":
         builder = card.architecture.get("builder", "")
         name = _parse_arch(arch) if arch else builder.rsplit(".", 1)[-1]
@@ -172,8 +191,15 @@ def _as_preprocess(p: dict[str, Any] | Preprocess | None) -> Preprocess | None:
     return Preprocess.from_dict(p)
 
 
-def verify(out_dir: str | Path, *, reference: str = "source", atol: float = 1e-4,
-           inputs: str | list[str] = "random", batch: int = 2, seed: int = 0) -> dict[str, Any]:
+def verify(
+    out_dir: str | Path,
+    *,
+    reference: str = "source",
+    atol: float = 1e-4,
+    inputs: str | list[str] = "random",
+    batch: int = 2,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Run the same inputs through the converted folder and a reference; writes verify.json."""
     from converters.verify import verify_folder
 

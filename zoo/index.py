@@ -262,9 +262,11 @@ class Index:
         else:
             sql = f"SELECT rid, id, top1, params, gflops FROM {src} WHERE {cond}"
             if q.sort == "relevance":  # no words: every source's first ids first (a spread)
-                sql = (f"SELECT rid, id, source FROM (SELECT rid, id, source, row_number() OVER "
-                       f"(PARTITION BY source ORDER BY id) AS srank FROM cards WHERE {cond}) "
-                       "ORDER BY srank, source, id")
+                sql = (
+                    f"SELECT rid, id, source FROM (SELECT rid, id, source, row_number() OVER "
+                    f"(PARTITION BY source ORDER BY id) AS srank FROM cards WHERE {cond}) "
+                    "ORDER BY srank, source, id"
+                )
         if q.sort == "relevance" and tokens:
             sql += " ORDER BY tier DESC, srank, score DESC, source, id"
         elif q.sort == "relevance":

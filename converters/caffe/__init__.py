@@ -30,11 +30,19 @@ def _preprocess(preprocess: Any, net: Any) -> Any:
         note = "from the prototxt's transform_param (Caffe subtracts the mean, then scales)"
         if tp.HasField("mean_file"):
             note += f"; mean image file {tp.mean_file!r} not included"
-        return Preprocess(layout="NCHW", channel_order="BGR" if shape[1] == 3 else "GRAY", scale=1.0,
-                          mean=mean, std=(1.0 / float(tp.scale),) if tp.scale != 1 else None,
-                          input_size=tuple(shape[1:]), note=note)
-    return Preprocess(unknown=True, note="not published with the Caffe files; give it with --preprocess "
-                      "or convert a registry entry")
+        return Preprocess(
+            layout="NCHW",
+            channel_order="BGR" if shape[1] == 3 else "GRAY",
+            scale=1.0,
+            mean=mean,
+            std=(1.0 / float(tp.scale),) if tp.scale != 1 else None,
+            input_size=tuple(shape[1:]),
+            note=note,
+        )
+    return Preprocess(
+        unknown=True,
+        note="not published with the Caffe files; give it with --preprocess or convert a registry entry",
+    )
 
 
 def export_onnx(model: Any, graph: dict[str, Any], path: Path, opset: int = 18) -> Path:
@@ -48,8 +56,14 @@ def export_onnx(model: Any, graph: dict[str, Any], path: Path, opset: int = 18) 
 
     gen = torch.Generator().manual_seed(0)
     args = tuple(torch.randn(*i["shape"], generator=gen) for i in graph["inputs"])
-    kw = dict(dynamo=True, external_data=False, opset_version=opset, verbose=False,
-              input_names=[i["name"] for i in graph["inputs"]], output_names=list(graph["outputs"]))
+    kw = dict(
+        dynamo=True,
+        external_data=False,
+        opset_version=opset,
+        verbose=False,
+        input_names=[i["name"] for i in graph["inputs"]],
+        output_names=list(graph["outputs"]),
+    )
     batch = torch.export.Dim("batch", min=1, max=4096)
     try:
         try:  # a free batch dimension where the graph allows it (fixed Reshape dims do not)
@@ -111,25 +125,57 @@ def convert_caffe(
     blobs = read_weights(wpath) if wpath is not None else {}
     graph, state, rows = build_graph(net, blobs, wpath)
     lmap = LayerMap(rows, source_format="caffe")
-    files = [FileRef(name=prototxt.name, size=prototxt.stat().st_size, role="definition",
-                     checksum=Checksum("sha256", sha256_file(prototxt)))]
+    files = [
+        FileRef(
+            name=prototxt.name,
+            size=prototxt.stat().st_size,
+            role="definition",
+            checksum=Checksum("sha256", sha256_file(prototxt)),
+        )
+    ]
     src = [{"role": "definition", "path": str(prototxt.resolve()), "sha256": files[0].checksum.value}]
     if wpath is not None:
         fmt = "caffemodel.h5" if wpath.name.endswith(".h5") else "caffemodel"
-        files.append(FileRef(name=wpath.name, size=wpath.stat().st_size, role="weights",
-                             checksum=Checksum("sha256", sha256_file(wpath))))
-        src.append({"role": "weights", "path": str(wpath.resolve()), "sha256": files[1].checksum.value,
-                    "format": fmt})
+        files.append(
+            FileRef(
+                name=wpath.name,
+                size=wpath.stat().st_size,
+                role="weights",
+                checksum=Checksum("sha256", sha256_file(wpath)),
+            )
+        )
+        src.append(
+            {
+                "role": "weights",
+                "path": str(wpath.resolve()),
+                "sha256": files[1].checksum.value,
+                "format": fmt,
+            }
+        )
     name = net.name or prototxt.stem
     extra = dict(card_extra or {})
     card = ModelCard(
-        id=extra.pop("id", f"converted/{name}"), name=extra.pop("name", name), source="caffe",
-        framework="pytorch", format="safetensors", origin="caffe", files=tuple(files),
-        provenance={"converter": CONVERTER, "converter_version": __version__, "source_files": src,
-                    "caffe_format": "v1" if net.v1 else "v2", "ignored_layers": net.ignored,
-                    "skipped_prototxt_fields": net.unknown_fields},
-        architecture={"graph": "graph.json", "inputs": graph["inputs"], "outputs": graph["outputs"],
-                      "layout": "NCHW"},
+        id=extra.pop("id", f"converted/{name}"),
+        name=extra.pop("name", name),
+        source="caffe",
+        framework="pytorch",
+        format="safetensors",
+        origin="caffe",
+        files=tuple(files),
+        provenance={
+            "converter": CONVERTER,
+            "converter_version": __version__,
+            "source_files": src,
+            "caffe_format": "v1" if net.v1 else "v2",
+            "ignored_layers": net.ignored,
+            "skipped_prototxt_fields": net.unknown_fields,
+        },
+        architecture={
+            "graph": "graph.json",
+            "inputs": graph["inputs"],
+            "outputs": graph["outputs"],
+            "layout": "NCHW",
+        },
         preprocess=_preprocess(preprocess, net),
         params=int(sum(int(a.size) for a in state.values())),
         tags=("converted", "caffe"),

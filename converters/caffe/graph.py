@@ -93,13 +93,23 @@ def _layer_spec(layer: Any, ins: list[list[int]]) -> NodeSpec:  # noqa: C901 - o
         if p.global_pooling:
             k, pad, st = [x[2], x[3]], [0, 0], [1, 1]
         else:
-            k = _hw([p.kernel_size] if p.HasField("kernel_size") else [], p.kernel_h, p.kernel_w,
-                    p.HasField("kernel_h"), 0)
+            k = _hw(
+                [p.kernel_size] if p.HasField("kernel_size") else [],
+                p.kernel_h,
+                p.kernel_w,
+                p.HasField("kernel_h"),
+                0,
+            )
             pad = _hw([p.pad], p.pad_h, p.pad_w, p.HasField("pad_h") or p.HasField("pad_w"), 0)
             st = _hw([p.stride], p.stride_h, p.stride_w, p.HasField("stride_h") or p.HasField("stride_w"), 1)
         oh = [caffe_pool_out(x[2 + i], k[i], pad[i], st[i]) for i in range(2)]
-        attrs = {"method": method, "kernel": k, "stride": st, "padding": pad,
-                 "global": bool(p.global_pooling)}
+        attrs = {
+            "method": method,
+            "kernel": k,
+            "stride": st,
+            "padding": pad,
+            "global": bool(p.global_pooling),
+        }
         return NodeSpec("pool2d", attrs, {}, [[x[0], x[1], *oh]], [])
     if t == "InnerProduct":
         p = layer.inner_product_param
@@ -116,8 +126,13 @@ def _layer_spec(layer: Any, ins: list[list[int]]) -> NodeSpec:  # noqa: C901 - o
         return NodeSpec("relu", {"negative_slope": float(layer.relu_param.negative_slope)}, {}, [x], [])
     if t == "PReLU":
         c = 1 if layer.prelu_param.channel_shared else x[1]
-        return NodeSpec("prelu", {"channel_shared": bool(layer.prelu_param.channel_shared)},
-                        {"weight": [c]}, [x], [([c], "weight", "none")])
+        return NodeSpec(
+            "prelu",
+            {"channel_shared": bool(layer.prelu_param.channel_shared)},
+            {"weight": [c]},
+            [x],
+            [([c], "weight", "none")],
+        )
     if t in ("Sigmoid", "TanH"):
         return NodeSpec(t.lower(), {}, {}, [x], [])
     if t == "Dropout":
@@ -125,15 +140,28 @@ def _layer_spec(layer: Any, ins: list[list[int]]) -> NodeSpec:  # noqa: C901 - o
     if t == "LRN":
         p = layer.lrn_param
         region = "across_channels" if p.norm_region == 0 else "within_channel"
-        attrs = {"region": region, "size": int(p.local_size), "alpha": float(p.alpha),
-                 "beta": float(p.beta), "k": float(p.k)}
+        attrs = {
+            "region": region,
+            "size": int(p.local_size),
+            "alpha": float(p.alpha),
+            "beta": float(p.beta),
+            "k": float(p.k),
+        }
         return NodeSpec("lrn", attrs, {}, [x], [])
     if t == "BatchNorm":
         c = x[1]
-        blobs = [([c], "running_mean", "divide_by_blob2"), ([c], "running_var", "divide_by_blob2"),
-                 ([1], None, "scale_factor")]
-        return NodeSpec("batch_norm", {"eps": float(layer.batch_norm_param.eps)},
-                        {"running_mean": [c], "running_var": [c]}, [x], blobs)
+        blobs = [
+            ([c], "running_mean", "divide_by_blob2"),
+            ([c], "running_var", "divide_by_blob2"),
+            ([1], None, "scale_factor"),
+        ]
+        return NodeSpec(
+            "batch_norm",
+            {"eps": float(layer.batch_norm_param.eps)},
+            {"running_mean": [c], "running_var": [c]},
+            [x],
+            blobs,
+        )
     if t == "Scale":
         p = layer.scale_param
         ax = _axis(int(p.axis), len(x))
@@ -162,15 +190,17 @@ def _layer_spec(layer: Any, ins: list[list[int]]) -> NodeSpec:  # noqa: C901 - o
         return NodeSpec("eltwise", {"operation": opn, "coeffs": coeffs}, {}, [x], [])
     if t == "Concat":
         p = layer.concat_param
-        ax = _axis(int(p.axis) if p.HasField("axis") or not p.HasField("concat_dim") else int(p.concat_dim),
-                   len(x))
+        ax = _axis(
+            int(p.axis) if p.HasField("axis") or not p.HasField("concat_dim") else int(p.concat_dim), len(x)
+        )
         out = list(x)
         out[ax] = sum(s[ax] for s in ins)
         return NodeSpec("concat", {"axis": ax}, {}, [out], [])
     if t == "Slice":
         p = layer.slice_param
-        ax = _axis(int(p.axis) if p.HasField("axis") or not p.HasField("slice_dim") else int(p.slice_dim),
-                   len(x))
+        ax = _axis(
+            int(p.axis) if p.HasField("axis") or not p.HasField("slice_dim") else int(p.slice_dim), len(x)
+        )
         n = len(layer.top)
         points = [int(v) for v in p.slice_point]
         if not points:
@@ -243,8 +273,10 @@ def build_graph(
     for layer in net.layers:
         for b in layer.bottom:
             if b not in shapes:
-                raise ConversionError(f"{net.path}: layer {layer.name!r} ({layer.type}) reads blob {b!r}, "
-                                      "which no earlier layer or input produces")
+                raise ConversionError(
+                    f"{net.path}: layer {layer.name!r} ({layer.type}) reads blob {b!r}, "
+                    "which no earlier layer or input produces"
+                )
         ins = [shapes[b] for b in layer.bottom]
         try:
             spec = _layer_spec(layer, ins)
@@ -260,8 +292,10 @@ def build_graph(
             if blobs is None:
                 raise ConversionError(f"{wsrc}: weights for layer {layer.name!r} ({layer.type}) are missing")
             if len(blobs) < len(spec.blobs):
-                raise ConversionError(f"{wsrc}: layer {layer.name!r} ({layer.type}) has {len(blobs)} blobs, "
-                                      f"the prototxt needs {len(spec.blobs)}")
+                raise ConversionError(
+                    f"{wsrc}: layer {layer.name!r} ({layer.type}) has {len(blobs)} blobs, "
+                    f"the prototxt needs {len(spec.blobs)}"
+                )
             conv = []
             for i, (exp, _pname, tr) in enumerate(spec.blobs):
                 got = _convert_blob(blobs[i], exp, tr)
@@ -277,9 +311,14 @@ def build_graph(
                 factor = 0.0 if f == 0 else 1.0 / f
             for i, ((_exp, pname, _tr), (arr, tr)) in enumerate(zip(spec.blobs, conv, strict=True)):
                 target = None if pname is None else f"{module}.{pname}"
-                row = {"source": layer.name, "blob": i, "target": target,
-                       "transform": tr, "source_shape": list(blobs[i].shape),
-                       "target_shape": None if pname is None else spec.params[pname]}
+                row = {
+                    "source": layer.name,
+                    "blob": i,
+                    "target": target,
+                    "transform": tr,
+                    "source_shape": list(blobs[i].shape),
+                    "target_shape": None if pname is None else spec.params[pname],
+                }
                 rows.append(row)
                 if pname is None:
                     continue
@@ -291,25 +330,43 @@ def build_graph(
                 state[f"{module}.{pname}"] = np.ascontiguousarray(a.reshape(spec.params[pname]))
         elif weights is None:
             for i, (exp, pname, tr) in enumerate(spec.blobs):
-                rows.append({"source": layer.name, "blob": i,
-                             "target": None if pname is None else f"{module}.{pname}",
-                             "transform": tr, "source_shape": exp,
-                             "target_shape": None if pname is None else spec.params[pname]})
+                rows.append(
+                    {
+                        "source": layer.name,
+                        "blob": i,
+                        "target": None if pname is None else f"{module}.{pname}",
+                        "transform": tr,
+                        "source_shape": exp,
+                        "target_shape": None if pname is None else spec.params[pname],
+                    }
+                )
         for b in layer.bottom:
             consumed.add(b)
         for top, s in zip(layer.top, spec.out_shapes, strict=False):
             shapes[top] = s
             last_writer[top] = len(nodes)
             consumed.discard(top)
-        nodes.append({
-            "name": layer.name, "module": module, "type": layer.type, "op": spec.op, "attrs": spec.attrs,
-            "inputs": list(layer.bottom), "outputs": list(layer.top), "params": spec.params,
-            "output_shapes": spec.out_shapes,
-        })
+        nodes.append(
+            {
+                "name": layer.name,
+                "module": module,
+                "type": layer.type,
+                "op": spec.op,
+                "attrs": spec.attrs,
+                "inputs": list(layer.bottom),
+                "outputs": list(layer.top),
+                "params": spec.params,
+                "output_shapes": spec.out_shapes,
+            }
+        )
     outputs = sorted((b for b in last_writer if b not in consumed), key=lambda b: last_writer[b])
     graph = {
-        "format": GRAPH_FORMAT, "version": GRAPH_VERSION, "source": "caffe", "name": net.name,
+        "format": GRAPH_FORMAT,
+        "version": GRAPH_VERSION,
+        "source": "caffe",
+        "name": net.name,
         "inputs": [{"name": n, "shape": list(s)} for n, s in net.inputs],
-        "outputs": outputs, "nodes": nodes,
+        "outputs": outputs,
+        "nodes": nodes,
     }
     return graph, state, rows

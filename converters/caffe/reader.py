@@ -23,28 +23,81 @@ from . import proto
 
 # V1 enum -> current type string (Caffe's UpgradeV1LayerType).
 V1_TYPES = {
-    "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL", "CONCAT": "Concat",
-    "CONTRASTIVE_LOSS": "ContrastiveLoss", "CONVOLUTION": "Convolution", "DATA": "Data",
-    "DECONVOLUTION": "Deconvolution", "DROPOUT": "Dropout", "DUMMY_DATA": "DummyData",
-    "EUCLIDEAN_LOSS": "EuclideanLoss", "ELTWISE": "Eltwise", "EXP": "Exp", "FLATTEN": "Flatten",
-    "HDF5_DATA": "HDF5Data", "HDF5_OUTPUT": "HDF5Output", "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col",
-    "IMAGE_DATA": "ImageData", "INFOGAIN_LOSS": "InfogainLoss", "INNER_PRODUCT": "InnerProduct",
-    "LRN": "LRN", "MEMORY_DATA": "MemoryData", "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
-    "MVN": "MVN", "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU", "SIGMOID": "Sigmoid",
-    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "SILENCE": "Silence", "SOFTMAX": "Softmax",
-    "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "SLICE": "Slice", "TANH": "TanH",
-    "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold",
+    "ABSVAL": "AbsVal",
+    "ACCURACY": "Accuracy",
+    "ARGMAX": "ArgMax",
+    "BNLL": "BNLL",
+    "CONCAT": "Concat",
+    "CONTRASTIVE_LOSS": "ContrastiveLoss",
+    "CONVOLUTION": "Convolution",
+    "DATA": "Data",
+    "DECONVOLUTION": "Deconvolution",
+    "DROPOUT": "Dropout",
+    "DUMMY_DATA": "DummyData",
+    "EUCLIDEAN_LOSS": "EuclideanLoss",
+    "ELTWISE": "Eltwise",
+    "EXP": "Exp",
+    "FLATTEN": "Flatten",
+    "HDF5_DATA": "HDF5Data",
+    "HDF5_OUTPUT": "HDF5Output",
+    "HINGE_LOSS": "HingeLoss",
+    "IM2COL": "Im2col",
+    "IMAGE_DATA": "ImageData",
+    "INFOGAIN_LOSS": "InfogainLoss",
+    "INNER_PRODUCT": "InnerProduct",
+    "LRN": "LRN",
+    "MEMORY_DATA": "MemoryData",
+    "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
+    "MVN": "MVN",
+    "POOLING": "Pooling",
+    "POWER": "Power",
+    "RELU": "ReLU",
+    "SIGMOID": "Sigmoid",
+    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss",
+    "SILENCE": "Silence",
+    "SOFTMAX": "Softmax",
+    "SOFTMAX_LOSS": "SoftmaxWithLoss",
+    "SPLIT": "Split",
+    "SLICE": "Slice",
+    "TANH": "TanH",
+    "WINDOW_DATA": "WindowData",
+    "THRESHOLD": "Threshold",
 }
 _V1_PARAMS = (
-    "concat_param", "convolution_param", "dropout_param", "eltwise_param", "inner_product_param",
-    "lrn_param", "pooling_param", "relu_param", "sigmoid_param", "softmax_param", "slice_param",
-    "tanh_param", "transform_param",
+    "concat_param",
+    "convolution_param",
+    "dropout_param",
+    "eltwise_param",
+    "inner_product_param",
+    "lrn_param",
+    "pooling_param",
+    "relu_param",
+    "sigmoid_param",
+    "softmax_param",
+    "slice_param",
+    "tanh_param",
+    "transform_param",
 )
 # Layers a deploy conversion leaves out: data sources, losses, metrics, sinks.
 IGNORED_TYPES = {
-    "Data", "ImageData", "HDF5Data", "HDF5Output", "MemoryData", "WindowData", "DummyData",
-    "AnnotatedData", "Python", "Accuracy", "Silence", "SoftmaxWithLoss", "EuclideanLoss", "HingeLoss",
-    "InfogainLoss", "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss", "ContrastiveLoss",
+    "Data",
+    "ImageData",
+    "HDF5Data",
+    "HDF5Output",
+    "MemoryData",
+    "WindowData",
+    "DummyData",
+    "AnnotatedData",
+    "Python",
+    "Accuracy",
+    "Silence",
+    "SoftmaxWithLoss",
+    "EuclideanLoss",
+    "HingeLoss",
+    "InfogainLoss",
+    "MultinomialLogisticLoss",
+    "SigmoidCrossEntropyLoss",
+    "ContrastiveLoss",
 }
 
 
@@ -81,6 +134,7 @@ def _upgrade_v1(v1: Any) -> Any:
 
 def _in_test_phase(layer: Any) -> bool:
     """Caffe's StateMeetsRule for the TEST phase (levels and stages left at their defaults)."""
+
     def meets(rule: Any) -> bool:
         if rule.HasField("phase") and rule.phase != 1:
             return False
@@ -104,8 +158,10 @@ def parse_prototxt_text(text: str, path: Path, unknown: list[str] | None = None)
     m = _FORK_OPTIONS.search(text)
     if m:
         line = text.count("\n", 0, m.start(1)) + 1
-        raise ConversionError(f"{path}: line {line}: option {m.group(1)!r} comes from a Caffe fork "
-                              "(BVLC pooling always rounds up); not supported")
+        raise ConversionError(
+            f"{path}: line {line}: option {m.group(1)!r} comes from a Caffe fork "
+            "(BVLC pooling always rounds up); not supported"
+        )
     net = proto.NetParameter()
     try:
         try:

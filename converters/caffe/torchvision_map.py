@@ -26,8 +26,21 @@ NOT_THE_SAME = {
 
 
 def _vgg16_names() -> dict[str, str]:
-    convs = ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
-             "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3"]
+    convs = [
+        "conv1_1",
+        "conv1_2",
+        "conv2_1",
+        "conv2_2",
+        "conv3_1",
+        "conv3_2",
+        "conv3_3",
+        "conv4_1",
+        "conv4_2",
+        "conv4_3",
+        "conv5_1",
+        "conv5_2",
+        "conv5_3",
+    ]
     idx = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
     out = {c: f"features.{i}" for c, i in zip(convs, idx, strict=True)}
     out.update({"fc6": "classifier.0", "fc7": "classifier.3", "fc8": "classifier.6"})

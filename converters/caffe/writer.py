@@ -49,7 +49,9 @@ def _blob_parts(a: np.ndarray) -> list[bytes | memoryview]:
 
 
 def write_caffemodel(
-    path: str | Path, blobs: dict[str, list[np.ndarray]], types: dict[str, str] | None = None,
+    path: str | Path,
+    blobs: dict[str, list[np.ndarray]],
+    types: dict[str, str] | None = None,
     name: str = "",
 ) -> Path:
     """A binary NetParameter with one ``layer`` (name, type, blobs) per entry of ``blobs``."""
