@@ -43,7 +43,7 @@ from zoo.registry import (
     usable_entries,
 )
 
-INDEX_VERSION = 2  # bump when the table layout or the ranking's columns change
+INDEX_VERSION = 3  # bump when the table layout or the ranking's columns change
 
 _COLUMNS = (
     "id",
@@ -66,6 +66,7 @@ _COLUMNS = (
     "gflops",
     "input_hw",
     "origin",
+    "src",
 )
 
 
@@ -144,9 +145,14 @@ def _build(dest: Path, reg_path: Path, cat_path: Path, meta: dict[str, str]) -> 
             CREATE VIRTUAL TABLE hay USING fts5(txt, content='', tokenize='trigram');
         """)
         marks = ", ".join("?" * len(_COLUMNS))
-        for i, (c, raw, origin) in enumerate(cards.values(), 1):
+        # rows in id order and sources as their rank, so ranking sorts integers (rid order = id order)
+        src_rank = {v: i for i, v in enumerate(sorted({c.source for c, _, _ in cards.values()}))}
+        for i, (c, raw, origin) in enumerate(sorted(cards.values(), key=lambda t: t[0].id), 1):
             r = _row(c, raw, origin)
-            con.execute(f"INSERT INTO cards(rid, {', '.join(_COLUMNS)}) VALUES (?, {marks})", (i, *r[:-2]))
+            con.execute(
+                f"INSERT INTO cards(rid, {', '.join(_COLUMNS)}) VALUES (?, {marks})",
+                (i, *r[:-2], src_rank[c.source]),
+            )
             con.execute("INSERT INTO card_json VALUES (?, ?)", (i, r[-2]))
             con.execute("INSERT INTO hay(rowid, txt) VALUES (?, ?)", (i, r[-1]))
         known = {f: sorted({getattr(c, f) for c, _, _ in cards.values()}) for f in CHECKED_FIELDS}
@@ -249,37 +255,38 @@ class Index:
                 cases.append(f"{case_sql} AS s{i}")
                 case_args += a
             s = [f"s{i}" for i in range(len(tokens))]
+            val = f", {q.sort}" if q.sort in ("top1", "params", "gflops") else ""
             tier = f"min({', '.join(s if len(s) > 1 else s * 2)}) / 1000"
             sql = f"""
-                WITH m AS MATERIALIZED (SELECT rid, id, source, top1, params, gflops, {", ".join(cases)}
+                WITH m AS MATERIALIZED (SELECT cards.rid AS rid, src{val}, {", ".join(cases)}
                                         FROM {src} WHERE {cond}),
-                g AS (SELECT rid, id, source, top1, params, gflops, {" + ".join(s)} AS score, {tier} AS tier
+                g AS (SELECT rid, src{val}, {" + ".join(s)} AS score, {tier} AS tier
                       FROM m WHERE {" AND ".join(f"{x} > 0" for x in s)}),
-                h AS (SELECT *, row_number() OVER (PARTITION BY tier, source ORDER BY score DESC, id) AS srank
+                h AS (SELECT *, row_number() OVER (PARTITION BY tier, src ORDER BY score DESC, rid) AS srank
                       FROM g)
-                SELECT rid, id, top1, params, gflops FROM h"""
+                SELECT rid FROM h"""
             args = case_args + args
         else:
-            sql = f"SELECT rid, id, top1, params, gflops FROM {src} WHERE {cond}"
+            sql = f"SELECT cards.rid AS rid FROM {src} WHERE {cond}"
             if q.sort == "relevance":  # no words: every source's first ids first (a spread)
                 sql = (
-                    f"SELECT rid, id, source FROM (SELECT rid, id, source, row_number() OVER "
-                    f"(PARTITION BY source ORDER BY id) AS srank FROM cards WHERE {cond}) "
-                    "ORDER BY srank, source, id"
+                    f"SELECT rid FROM (SELECT rid, src, row_number() OVER "
+                    f"(PARTITION BY src ORDER BY rid) AS srank FROM cards WHERE {cond}) "
+                    "ORDER BY srank, src, rid"
                 )
         if q.sort == "relevance" and tokens:
-            sql += " ORDER BY tier DESC, srank, score DESC, source, id"
+            sql += " ORDER BY tier DESC, srank, score DESC, src, rid"
         elif q.sort == "relevance":
             pass
         elif q.sort == "name":
-            sql += " ORDER BY id"
+            sql += " ORDER BY rid"
         else:
-            sql += f" ORDER BY {q.sort} IS NULL, {q.sort} {'DESC' if q.sort == 'top1' else 'ASC'}, id"
+            sql += f" ORDER BY {q.sort} IS NULL, {q.sort} {'DESC' if q.sort == 'top1' else 'ASC'}, rid"
         rows = self.con.execute(sql, args).fetchall()
         total = len(rows)
         if q.limit:
             rows = rows[: q.limit]
-        return SearchResults(self, [r[0] for r in rows], [r[1] for r in rows], total)
+        return SearchResults(self, [r[0] for r in rows], total)
 
 
 def _token_case(raw: str, nt: str) -> tuple[str, list[Any]]:
@@ -308,12 +315,26 @@ class SearchResults(Sequence[ModelCard]):
     ``total`` counts every match, before the query's ``limit``.
     """
 
-    def __init__(self, index: Index, rids: list[int], ids: list[str], total: int) -> None:
+    def __init__(self, index: Index, rids: list[int], total: int) -> None:
         self._index = index
         self._rids = rids
-        self.ids = ids
         self.total = total
         self._cards: dict[int, ModelCard] = {}
+        self._ids: list[str] | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        """The hits' ids, in rank order (read from the index on first use)."""
+        if self._ids is None:
+            by_rid: dict[int, str] = {}
+            for start in range(0, len(self._rids), 500):
+                chunk = self._rids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                by_rid.update(
+                    self._index.con.execute(f"SELECT rid, id FROM cards WHERE rid IN ({marks})", chunk)
+                )
+            self._ids = [by_rid[r] for r in self._rids]
+        return self._ids
 
     def __len__(self) -> int:
         return len(self._rids)
