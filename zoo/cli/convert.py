@@ -1,0 +1,131 @@
+"""`zoo convert` and `zoo verify`: model folders from foreign weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from zoo.cli._app import cli
+
+
+def _preprocess_opt(values: tuple[str, ...]) -> dict[str, Any] | None:
+    """``--preprocess key=value`` pairs -> a Preprocess dict (lists comma-separated)."""
+    if not values:
+        return None
+    out: dict[str, Any] = {}
+    for item in values:
+        if "=" not in item:
+            raise click.BadParameter(
+                f"{item!r}: expected KEY=VALUE, e.g. mean=104,117,123", param_hint="--preprocess"
+            )
+        k, v = item.split("=", 1)
+        if k in ("mean", "std", "input_size"):
+            conv = int if k == "input_size" else float
+            out[k] = [conv(x) for x in v.split(",")]
+        elif k in ("scale",):
+            out[k] = float(eval_fraction(v))
+        elif k in ("resize", "crop"):
+            out[k] = int(v)
+        elif k == "transpose_hw":
+            out[k] = v.lower() in ("1", "true", "yes")
+        else:
+            out[k] = v
+    return out
+
+
+def eval_fraction(v: str) -> float:
+    """'1/255' or '0.0039' -> float."""
+    if "/" in v:
+        a, b = v.split("/", 1)
+        return float(a) / float(b)
+    return float(v)
+
+
+@cli.command()
+@click.argument("source")
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Caffe .caffemodel / .caffemodel.h5 for a prototxt SOURCE.",
+)
+@click.option("--to", "to", type=click.Choice(["torch", "onnx", "all"]), default="torch", show_default=True)
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="The zoo model folder to write (must not exist or be empty).",
+)
+@click.option("--arch", help="Architecture for weights-only files, e.g. torchvision:resnet50.")
+@click.option(
+    "--preprocess",
+    "preprocess",
+    multiple=True,
+    help="KEY=VALUE (channel_order=BGR, scale=1/255, mean=104,117,123, std=..., layout=NCHW).",
+)
+@click.option("--trust-code", is_flag=True, help="Allow Keras Lambda layers (runs their code).")
+@click.option("--mirror", "mirrors", multiple=True, help="Mirror base URL for registry ids.")
+def convert(
+    source: str,
+    weights: str | None,
+    to: str,
+    out_dir: str,
+    arch: str | None,
+    preprocess: tuple[str, ...],
+    trust_code: bool,
+    mirrors: tuple[str, ...],
+) -> None:
+    """Convert SOURCE (a file or a registry id) into a zoo model folder (PyTorch and/or ONNX)."""
+    from zoo import convert as zconvert
+
+    kw: dict[str, Any] = {"mirrors": list(mirrors)} if mirrors else {}
+    out = zconvert.convert(
+        source,
+        out_dir,
+        to=to,
+        weights=weights,
+        arch=arch,
+        preprocess=_preprocess_opt(preprocess),
+        trust_code=trust_code,
+        **kw,
+    )
+    click.echo(str(out))
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--reference",
+    type=click.Choice(["source", "opencv"]),
+    default="source",
+    show_default=True,
+    help="source: the source framework (tf-keras, torch); opencv: OpenCV dnn for Caffe.",
+)
+@click.option(
+    "--atol", type=float, default=1e-4, show_default=True, help="Tolerance on max|diff| / max(1, max|ref|)."
+)
+@click.option(
+    "--inputs", default="random", show_default=True, help="'random' or comma-separated .npy/image files."
+)
+@click.option("--batch", type=int, default=2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def verify(out_dir: str, reference: str, atol: float, inputs: str, batch: int, seed: int) -> None:
+    """Run the same inputs through the converted model and an independent reference."""
+    from zoo import convert as zconvert
+    from zoo.errors import VerificationError
+
+    ins: str | list[str] = inputs if inputs == "random" else inputs.split(",")
+    res = zconvert.verify(out_dir, reference=reference, atol=atol, inputs=ins, batch=batch, seed=seed)
+    for k in ("reference", "max_abs_diff", "rel", "argmax_agreement", "first_diverging_layer"):
+        if k in res:
+            click.echo(f"{k}: {res[k]}")
+    for name, r in (res.get("outputs") or {}).items():
+        click.echo(f"  {name}: {r}")
+    if not res.get("passed", False):
+        raise VerificationError(
+            f"{out_dir}: outputs differ beyond tolerance {atol} (rel {res.get('rel')}, "
+            f"first diverging layer {res.get('first_diverging_layer')})"
+        )
+    click.echo("passed")
