@@ -236,3 +236,18 @@ def test_unwritable_index_folder_still_searches(tmp_path: Path) -> None:
     idx = open_index(tmp_path, registry_path=REAL)
     assert idx.search(SearchQuery(text="vgg16")).ids[:2] == ["caffe/vgg16", "keras/vgg16"]
     assert (tmp_path / "index").read_text() == "not a folder"
+
+
+def test_registry_and_index_merge_the_same_way(tmp_path: Path) -> None:
+    """One merge (zoo.registry.read_sources) for both: an unreadable catalogue is skipped with one
+    line by the in-memory registry too, and register refuses to write over it in one line."""
+    (tmp_path / "catalog.json").write_text('{"schema_version": 1, "models": [')
+    reg = Registry.load(path=REAL, home=tmp_path)
+    idx = open_index(tmp_path, registry_path=REAL)
+    assert reg.warnings == idx.warnings and len(reg.warnings) == 1 and "line 1" in reg.warnings[0]
+    assert len(reg) == len(idx)
+    model = tmp_path / "m.pth"
+    model.write_bytes(b"x" * 64)
+    r = _zoo("register", str(model), "--id", "me/m", home=tmp_path)
+    assert r.returncode == 3 and len(r.stderr.strip().splitlines()) == 1 and "not valid JSON" in r.stderr
+    assert (tmp_path / "catalog.json").read_text() == '{"schema_version": 1, "models": ['

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -12,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 from zoo.cards import Checksum, FileRef, Metric, ModelCard, Preprocess
 from zoo.errors import RegistryError
 from zoo.fileio import atomic_write_json, sha256_file
-from zoo.registry import Registry, catalog_path, validate_entries
+from zoo.registry import Registry, _read_json, catalog_path, validate_entries
 
 FORMAT_BY_SUFFIX = {
     ".pth": ("pytorch", "pth"),
@@ -167,7 +166,7 @@ def register(card: ModelCard, *, home: Path | None = None, replace: bool = False
             origin = reg.origins.get(card.id, "bundled")
             where = WHERE.get(origin, f"the {origin}")
             raise RegistryError(f"{card.id} already exists in {where} (use --replace)")
-        data = json.loads(cat.read_text()) if cat.is_file() else {"schema_version": 1, "models": []}
+        data = _read_json(cat, "catalogue") if cat.is_file() else {"schema_version": 1, "models": []}
         models = [m for m in data["models"] if m.get("id") != card.id] + [card.to_dict()]
         data["models"] = models
         validate_entries(data, str(cat))
@@ -181,7 +180,7 @@ def unregister(model_id: str, *, home: Path | None = None) -> None:
 
     cat = catalog_path(home)
     with FileLock(str(cat) + ".lock"):
-        data = json.loads(cat.read_text()) if cat.is_file() else {"schema_version": 1, "models": []}
+        data = _read_json(cat, "catalogue") if cat.is_file() else {"schema_version": 1, "models": []}
         before = len(data["models"])
         data["models"] = [m for m in data["models"] if m.get("id") != model_id]
         if len(data["models"]) == before:

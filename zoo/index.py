@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, overload
 
 from zoo.cards import ModelCard
 from zoo.errors import RegistryError, UnknownModelError
+from zoo.fileio import sha256_file
 from zoo.registry import (
     CHECKED_FIELDS,
     EXACT,
@@ -33,14 +33,12 @@ from zoo.registry import (
     SearchFields,
     SearchQuery,
     _norm,
-    _parse_cards,
-    _read_json,
     bundled_registry_path,
     catalog_path,
     check_known_values,
     input_hw,
+    read_sources,
     suggestion,
-    usable_entries,
 )
 
 INDEX_VERSION = 3  # bump when the table layout or the ranking's columns change
@@ -79,14 +77,10 @@ def _stat_key(path: Path) -> str | None:
 
 
 def _sha256(path: Path) -> str | None:
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        return sha256_file(path)
     except FileNotFoundError:
         return None
-    return h.hexdigest()
 
 
 def _row(card: ModelCard, raw: Any, origin: str) -> tuple[Any, ...]:
@@ -120,20 +114,9 @@ def _row(card: ModelCard, raw: Any, origin: str) -> tuple[Any, ...]:
 
 def _build(dest: Path, reg_path: Path, cat_path: Path, meta: dict[str, str]) -> None:
     """Parse, validate and write a fresh index to ``dest`` (a new file)."""
-    data = _read_json(reg_path, "registry")
-    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
-        raise RegistryError(f"{reg_path}: not a zoo registry (expected an object with 'models')")
-    parsed = _parse_cards(data["models"], str(reg_path))
-    cards = {c.id: (c, d, "bundled") for c, d in zip(parsed, data["models"], strict=True)}
-    del data
-    warnings: list[str] = []
-    if cat_path.is_file():
-        try:
-            user, warnings = usable_entries(_read_json(cat_path, "catalogue"), str(cat_path))
-        except RegistryError as e:  # unreadable as a whole: search the bundled registry, say so
-            user, warnings = [], [f"{e}; catalogue skipped"]
-        for c in user:
-            cards[c.id] = (c, c.to_dict(), "catalogue")
+    rows, warnings = read_sources(reg_path, cat_path)
+    cards = {c.id: (c, d, origin) for c, d, origin in rows}
+    del rows
     con = sqlite3.connect(dest)
     try:
         con.executescript(f"""
@@ -358,9 +341,6 @@ class SearchResults(Sequence[ModelCard]):
     def __iter__(self) -> Iterator[ModelCard]:
         return (self[i] for i in range(len(self)))
 
-    def __eq__(self, other: object) -> bool:
-        return list(self) == list(other) if isinstance(other, (list, SearchResults)) else NotImplemented
-
     def __repr__(self) -> str:
         return f"SearchResults({self.ids[:5]}{'...' if len(self) > 5 else ''}, total={self.total})"
 
@@ -370,22 +350,17 @@ def _index_file(home: Path, reg_path: Path, cat_path: Path) -> Path:
     return home / "index" / f"search-{key}.sqlite"
 
 
-def _fresh(path: Path, reg_path: Path, cat_path: Path) -> tuple[bool, dict[str, str]]:
-    """Is the index at ``path`` current? Also the sources' stat keys and hashes as now known."""
+def _fresh(
+    meta: dict[str, str] | None, path: Path, reg_path: Path, cat_path: Path
+) -> tuple[bool, dict[str, str]]:
+    """Does an index with ``meta`` (None: none readable) match the sources now? Also the sources'
+    stat keys and hashes as now known. Hashes only a source whose stat changed."""
     now = {
         "version": str(INDEX_VERSION),
         "registry_stat": _stat_key(reg_path) or "",
         "catalog_stat": _stat_key(cat_path) or "",
     }
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            meta = dict(con.execute("SELECT k, v FROM meta"))
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return False, now
-    if meta.get("version") != now["version"]:
+    if meta is None or meta.get("version") != now["version"]:
         return False, now
     same = True
     for name, src in (("registry", reg_path), ("catalog", cat_path)):
@@ -402,6 +377,13 @@ def _fresh(path: Path, reg_path: Path, cat_path: Path) -> tuple[bool, dict[str, 
     ):
         _restamp(path, now)
     return same, now
+
+
+def _try_open(path: Path) -> Index | None:
+    try:
+        return Index(path)
+    except (sqlite3.Error, KeyError, ValueError):  # missing, half-written by an older version, ...
+        return None
 
 
 def _restamp(path: Path, now: dict[str, str]) -> None:
@@ -429,9 +411,11 @@ def open_index(home: Path | None = None, registry_path: Path | None = None) -> I
     if not reg_path.is_file():
         raise RegistryError(f"registry not found: {reg_path}")
     path = _index_file(home, reg_path, cat_path)
-    ok, _ = _fresh(path, reg_path, cat_path)
-    if ok:
-        return Index(path)
+    idx = _try_open(path)
+    if _fresh(idx.meta if idx else None, path, reg_path, cat_path)[0]:
+        return idx  # type: ignore[return-value]
+    if idx is not None:
+        idx.close()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         from filelock import FileLock
@@ -440,18 +424,22 @@ def open_index(home: Path | None = None, registry_path: Path | None = None) -> I
     except OSError:
         return _build_private(reg_path, cat_path)
     with lock:
-        ok, now = _fresh(path, reg_path, cat_path)  # someone may have built it while we waited
-        if not ok:
-            for name, src in (("registry", reg_path), ("catalog", cat_path)):
-                now.setdefault(f"{name}_sha256", _sha256(src) or "")
-            fd, tmp = tempfile.mkstemp(prefix=".search-", suffix=".tmp", dir=path.parent)
-            os.close(fd)
-            os.unlink(tmp)
-            try:
-                _build(Path(tmp), reg_path, cat_path, now)
-                os.replace(tmp, path)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+        idx = _try_open(path)  # someone may have built it while we waited
+        ok, now = _fresh(idx.meta if idx else None, path, reg_path, cat_path)
+        if ok:
+            return idx  # type: ignore[return-value]
+        if idx is not None:
+            idx.close()
+        for name, src in (("registry", reg_path), ("catalog", cat_path)):
+            now.setdefault(f"{name}_sha256", _sha256(src) or "")
+        fd, tmp = tempfile.mkstemp(prefix=".search-", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.unlink(tmp)
+        try:
+            _build(Path(tmp), reg_path, cat_path, now)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
     return Index(path)
 
 
@@ -465,9 +453,3 @@ def _build_private(reg_path: Path, cat_path: Path) -> Index:
     idx = Index(Path(tmp))
     os.unlink(tmp)  # the open connection keeps it readable
     return idx
-
-
-def warn(index: Index) -> None:
-    """Print each skipped catalogue entry once, one line each, on stderr."""
-    for line in index.warnings:
-        print(f"zoo: warning: {line}", file=sys.stderr)

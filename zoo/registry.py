@@ -104,11 +104,11 @@ def validate_entries(data: Any, origin: str) -> None:
         raise exc
 
 
-def usable_entries(data: Any, origin: str) -> tuple[list[ModelCard], list[str]]:
-    """Cards of every valid entry of a catalogue, and one warning line per skipped entry."""
+def usable_entries(data: Any, origin: str) -> tuple[list[tuple[ModelCard, dict[str, Any]]], list[str]]:
+    """(card, entry) for every valid entry of a catalogue, and one warning line per skipped entry."""
     top, per = entry_problems(data, origin)
     warnings = list(top)
-    cards: list[ModelCard] = []
+    cards: list[tuple[ModelCard, dict[str, Any]]] = []
     for i, entry in enumerate(data["models"]):
         if i in per:
             warnings.append(
@@ -116,12 +116,45 @@ def usable_entries(data: Any, origin: str) -> tuple[list[ModelCard], list[str]]:
             )
             continue
         try:
-            cards.append(ModelCard.from_dict(entry))
+            cards.append((ModelCard.from_dict(entry), entry))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             warnings.append(
                 f"{origin}: entry {_entry_id(entry, i)!r}: malformed ({type(e).__name__}: {e}); entry skipped"
             )
     return cards, warnings
+
+
+def read_sources(
+    path: Path, cat: Path, *, validate: bool = False
+) -> tuple[list[tuple[ModelCard, dict[str, Any], str]], list[str]]:
+    """Every card of the bundled registry at ``path`` merged with the catalogue ``cat``.
+
+    Returns ``(card, entry as written, "bundled" | "catalogue")`` in registry order (a catalogue
+    entry replaces the bundled one of the same id, others follow), and one warning line per skipped
+    catalogue entry (its id and field path) or for a catalogue that cannot be read at all. The
+    bundled file is trusted unless ``validate``.
+    """
+    data = _read_json(path, "registry")
+    if validate:
+        validate_entries(data, str(path))
+    elif not isinstance(data, dict) or not isinstance(data.get("models"), list):
+        raise RegistryError(f"{path}: not a zoo registry (expected an object with 'models')")
+    parsed = _parse_cards(data["models"], str(path))
+    rows = [(c, d, "bundled") for c, d in zip(parsed, data["models"], strict=True)]
+    warnings: list[str] = []
+    if cat.is_file():
+        try:
+            user, warnings = usable_entries(_read_json(cat, "catalogue"), str(cat))
+        except RegistryError as e:  # unreadable as a whole: the bundled registry still works
+            user, warnings = [], [f"{e}; catalogue skipped"]
+        known = {c.id: i for i, (c, _, _) in enumerate(rows)}
+        for c, d in user:
+            if c.id in known:
+                rows[known[c.id]] = (c, d, "catalogue")
+            else:
+                known[c.id] = len(rows)
+                rows.append((c, d, "catalogue"))
+    return rows, warnings
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -344,28 +377,10 @@ class Registry:
         """Read the bundled registry and ``$ZOO_HOME/catalog.json``.
 
         The catalogue is user data: each entry is validated, and a bad one is skipped with one
-        line in ``warnings`` (its id and field path); the rest stays usable.
+        line in ``warnings`` (its id and field path); the rest stays usable (see ``read_sources``).
         """
-        path = path or bundled_registry_path()
-        data = _read_json(path, "registry")
-        if validate:
-            validate_entries(data, str(path))
-        elif not isinstance(data, dict) or not isinstance(data.get("models"), list):
-            raise RegistryError(f"{path}: not a zoo registry (expected an object with 'models')")
-        cards = _parse_cards(data["models"], str(path))
-        origins = {c.id: "bundled" for c in cards}
-        warnings: list[str] = []
-        cat = catalog_path(home)
-        if cat.is_file():
-            user, warnings = usable_entries(_read_json(cat, "catalogue"), str(cat))
-            known = {c.id: i for i, c in enumerate(cards)}
-            for c in user:
-                if c.id in known:
-                    cards[known[c.id]] = c
-                else:
-                    cards.append(c)
-                origins[c.id] = "catalogue"
-        return cls(cards, origins, warnings)
+        rows, warnings = read_sources(path or bundled_registry_path(), catalog_path(home), validate=validate)
+        return cls([c for c, _, _ in rows], {c.id: o for c, _, o in rows}, warnings)
 
     def __len__(self) -> int:
         return len(self._cards)
