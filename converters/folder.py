@@ -19,6 +19,9 @@ import numpy as np
 
 from zoo.errors import ConversionError
 
+GRAPH_FORMAT = "zoo-graph"
+GRAPH_VERSION = 2
+
 CARD, GRAPH, WEIGHTS, LAYERMAP, ONNX, VERIFY = (
     "card.json",
     "graph.json",

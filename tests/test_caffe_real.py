@@ -131,10 +131,10 @@ def test_v1_blobs_upgraded_to_current_shapes(testdata: Path, converted) -> None:
     folder = converted("lenet_mnist_v1/lenet.prototxt", "lenet_mnist_v1/lenet_iter_10000.caffemodel")
     lm = LayerMap.load(folder / "layermap.json")
     rows = {(r.source, r.blob): r for r in lm.rows}
-    assert rows[("ip1", 0)].source_shape == [1, 1, 500, 800]
-    assert rows[("ip1", 0)].target_shape == [500, 800]
-    assert rows[("ip1", 0)].transform == "reshape"
-    assert rows[("conv1", 1)].source_shape == [1, 1, 1, 20]
+    assert rows[("ip1", 0)].source_shape == (1, 1, 500, 800)
+    assert rows[("ip1", 0)].target_shape == (500, 800)
+    assert [str(s) for s in rows[("ip1", 0)].steps] == ["reshape(500,800)"]
+    assert rows[("conv1", 1)].source_shape == (1, 1, 1, 20)
     card = json.loads((folder / "card.json").read_text())
     assert card["provenance"]["caffe_format"] == "v1"
 
@@ -144,14 +144,14 @@ def test_mtcnn_training_layers_in_caffemodel_ignored(testdata: Path) -> None:
     raw = read_caffemodel(testdata / "caffe/mtcnn/det4.caffemodel")
     folder_layers = {
         r.source
-        for r in LayerMap(
-            __import__("converters.caffe.graph", fromlist=["build_graph"]).build_graph(
-                __import__("converters.caffe.reader", fromlist=["read_prototxt"]).read_prototxt(
-                    testdata / "caffe/mtcnn/det4.prototxt"
-                ),
-                raw,
-            )[2]
-        ).rows
+        for r in __import__("converters.caffe.graph", fromlist=["build_graph"])
+        .build_graph(
+            __import__("converters.caffe.reader", fromlist=["read_prototxt"]).read_prototxt(
+                testdata / "caffe/mtcnn/det4.prototxt"
+            ),
+            raw,
+        )[2]
+        .rows
     }
     assert folder_layers <= set(raw)
 
@@ -267,7 +267,7 @@ def test_layermap_round_trip_and_match_report(testdata: Path, converted) -> None
     assert rep.unmatched == ["ip2.bias"]
     assert rep.shape_mismatched == [("conv1.weight", [20, 1, 5, 5], [20, 1, 3, 3])]
     assert rep.unexpected == ["extra.weight"] and not rep.ok
-    assert LayerMap.from_json(lm.to_json()).to_dict() == lm.to_dict()
+    assert LayerMap.from_dict(json.loads(json.dumps(lm.to_dict()))).to_dict() == lm.to_dict()
 
 
 def test_onnx_file_is_single_checker_clean_and_traceable(converted) -> None:

@@ -109,7 +109,6 @@ def convert_caffe(
     from zoo.errors import ConversionError
 
     from ..folder import parse_targets, write_folder
-    from ..layermap import LayerMap
     from .graph import build_graph
     from .reader import read_prototxt, read_weights
 
@@ -123,8 +122,7 @@ def convert_caffe(
         net.inputs = [(n, list(input_shapes.get(n, s))) for n, s in net.inputs]
     wpath = Path(weights) if weights is not None else None
     blobs = read_weights(wpath) if wpath is not None else {}
-    graph, state, rows = build_graph(net, blobs, wpath)
-    lmap = LayerMap(rows, source_format="caffe")
+    graph, state, lmap = build_graph(net, blobs, wpath)
     files = [
         FileRef(
             name=prototxt.name,

@@ -17,10 +17,10 @@ import numpy as np
 from converters.graph_torch import caffe_pool_out, reshape_shape
 from zoo.errors import ConversionError
 
+from ..folder import GRAPH_FORMAT, GRAPH_VERSION
+from ..layermap import LayerMap, LayerMapRow
 from .reader import CaffeNet
 
-GRAPH_FORMAT = "zoo-graph"
-GRAPH_VERSION = 1
 
 
 def sanitize(name: str, taken: set[str]) -> str:
@@ -242,30 +242,41 @@ def _layer_spec(layer: Any, ins: list[list[int]]) -> NodeSpec:  # noqa: C901 - o
     raise KeyError(t)
 
 
-def _convert_blob(blob: np.ndarray, expected: list[int], transform: str) -> tuple[np.ndarray, str] | None:
-    """Blob -> expected Caffe shape (legacy 4D with leading ones allowed); None if it contradicts."""
-    if list(blob.shape) == expected:
-        return blob, transform
-    if blob.size == int(np.prod(expected)) and (
-        blob.ndim == 4 and all(d == 1 for d in blob.shape[: 4 - len(expected)]) or blob.ndim <= 1
-    ):
-        return blob.reshape(expected), "reshape" if transform == "none" else f"reshape+{transform}"
-    return None
+def _blob_steps(
+    blob_shape: list[int], expected: list[int], transform: str, target: list[int] | None
+) -> list[str] | None:
+    """Layer-map steps for one Caffe blob (legacy 4-D shapes with leading ones allowed);
+    None if the blob contradicts the prototxt."""
+    out: list[str] = []
+    if blob_shape != expected:
+        n = int(np.prod(expected))
+        legacy = len(blob_shape) == 4 and all(d == 1 for d in blob_shape[: 4 - len(expected)])
+        if int(np.prod(blob_shape)) != n or not (legacy or len(blob_shape) <= 1):
+            return None
+        out.append(f"reshape({','.join(str(d) for d in expected)})")
+    shape = expected
+    if transform == "transpose":
+        out.append("transpose")
+        shape = shape[::-1]
+    if target is not None and list(shape) != list(target):
+        out.append(f"reshape({','.join(str(d) for d in target)})")
+    return out
 
 
 def build_graph(
     net: CaffeNet,
     weights: dict[str, list[np.ndarray]] | None,
     weights_path: Path | None = None,
-) -> tuple[dict[str, Any], dict[str, np.ndarray], list[dict[str, Any]]]:
-    """Graph dict, torch state dict (module.param -> array) and layer-map rows.
+) -> tuple[dict[str, Any], dict[str, np.ndarray], LayerMap]:
+    """Graph dict, torch state dict (module.param -> array, made by applying the layer map) and
+    the layer map.
 
     ``weights`` None builds the graph alone (parameter shapes only), as the random-weight writer does.
     """
     shapes: dict[str, list[int]] = {name: list(s) for name, s in net.inputs}
     nodes: list[dict[str, Any]] = []
     state: dict[str, np.ndarray] = {}
-    rows: list[dict[str, Any]] = []
+    rows: list[LayerMapRow] = []
     taken: set[str] = set()
     last_writer: dict[str, int] = {}
     consumed: set[str] = set()
@@ -296,49 +307,48 @@ def build_graph(
                     f"{wsrc}: layer {layer.name!r} ({layer.type}) has {len(blobs)} blobs, "
                     f"the prototxt needs {len(spec.blobs)}"
                 )
-            conv = []
-            for i, (exp, _pname, tr) in enumerate(spec.blobs):
-                got = _convert_blob(blobs[i], exp, tr)
-                if got is None:
+            factor = None
+            if spec.op == "batch_norm":
+                factor = float(np.asarray(blobs[2], np.float32).reshape(-1)[0])
+            for i, (exp, pname, tr) in enumerate(spec.blobs):
+                target_shape = None if pname is None else spec.params[pname]
+                st = _blob_steps(list(blobs[i].shape), exp, tr, target_shape)
+                if st is None:
                     raise ConversionError(
                         f"{wsrc}: layer {layer.name!r} ({layer.type}) blob {i} has shape "
                         f"{list(blobs[i].shape)}, the prototxt implies {exp}"
                     )
-                conv.append(got)
-            factor = None
-            if spec.op == "batch_norm":
-                f = float(conv[2][0].reshape(-1)[0])
-                factor = 0.0 if f == 0 else 1.0 / f
-            for i, ((_exp, pname, _tr), (arr, tr)) in enumerate(zip(spec.blobs, conv, strict=True)):
-                target = None if pname is None else f"{module}.{pname}"
-                row = {
-                    "source": layer.name,
-                    "blob": i,
-                    "target": target,
-                    "transform": tr,
-                    "source_shape": list(blobs[i].shape),
-                    "target_shape": None if pname is None else spec.params[pname],
-                }
-                rows.append(row)
-                if pname is None:
-                    continue
-                a = arr.astype(np.float32, copy=False)
-                if "transpose" in tr:
-                    a = a.T
-                if factor is not None:
-                    a = a * np.float32(factor)
-                state[f"{module}.{pname}"] = np.ascontiguousarray(a.reshape(spec.params[pname]))
+                if tr == "divide_by_blob2":
+                    st.append(f"moving_average({factor!r})")
+                elif tr == "scale_factor":
+                    st = [f"fold({factor!r})"]
+                rows.append(
+                    LayerMapRow(
+                        layer.name,
+                        i,
+                        None if pname is None else f"{module}.{pname}",
+                        tuple(st),
+                        tuple(blobs[i].shape),
+                        None if target_shape is None else tuple(target_shape),
+                    )
+                )
         elif weights is None:
             for i, (exp, pname, tr) in enumerate(spec.blobs):
+                target_shape = None if pname is None else spec.params[pname]
+                st = _blob_steps(exp, exp, tr, target_shape) or []
+                if tr == "divide_by_blob2":
+                    st.append("moving_average(1.0)")
+                elif tr == "scale_factor":
+                    st = ["fold(1.0)"]
                 rows.append(
-                    {
-                        "source": layer.name,
-                        "blob": i,
-                        "target": None if pname is None else f"{module}.{pname}",
-                        "transform": tr,
-                        "source_shape": exp,
-                        "target_shape": None if pname is None else spec.params[pname],
-                    }
+                    LayerMapRow(
+                        layer.name,
+                        i,
+                        None if pname is None else f"{module}.{pname}",
+                        tuple(st),
+                        tuple(exp),
+                        None if target_shape is None else tuple(target_shape),
+                    )
                 )
         for b in layer.bottom:
             consumed.add(b)
@@ -369,4 +379,7 @@ def build_graph(
         "outputs": outputs,
         "nodes": nodes,
     }
-    return graph, state, rows
+    lmap = LayerMap(rows, source_format="caffe")
+    if weights is not None:
+        state = lmap.to_target(weights)
+    return graph, state, lmap

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..layermap import LayerMap
+from ..layermap import LayerMap, LayerMapRow, Step
 from .graph import build_graph
 from .reader import CaffeNet, read_prototxt
 
@@ -88,8 +88,7 @@ def random_weights(net: CaffeNet | str | Path, seed: int = 0) -> dict[str, list[
 
     if not isinstance(net, CaffeNet):
         net = read_prototxt(net)
-    graph, _, rows = build_graph(net, None)
-    lmap = LayerMap(rows)
+    graph, _, lmap = build_graph(net, None)
     rng = np.random.default_rng(seed)
     model = GraphModule(graph).eval()
     mods = dict(model.named_children())
@@ -149,7 +148,15 @@ def random_weights(net: CaffeNet | str | Path, seed: int = 0) -> dict[str, list[
             outs = mod(*xs)
             for name, t in zip(node["outputs"], outs, strict=True):
                 env[name] = t
-    return lmap.to_source(state, factors)
+
+    def with_factor(r: LayerMapRow) -> LayerMapRow:
+        f = factors.get(r.source)
+        if f is None:
+            return r
+        st = [Step(s.name, (f,)) if s.name in ("moving_average", "fold") else s for s in r.steps]
+        return LayerMapRow(r.source, r.blob, r.target, tuple(st), r.source_shape, r.target_shape)
+
+    return LayerMap([with_factor(r) for r in lmap.rows], lmap.source_format).to_source(state)
 
 
 def write_random_caffemodel(prototxt: str | Path, path: str | Path, seed: int = 0) -> Path:
