@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from zoo.errors import missing_extra, require
+
 
 class Count(click.ParamType):
     """A number with an optional K/M/G suffix (``25M`` = 25,000,000)."""
@@ -25,7 +27,38 @@ class Count(click.ParamType):
             self.fail(f"{value!r} is not a number like 25e6 or 25M", param, ctx)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class ZooGroup(click.Group):
+    """The ``zoo`` group: the one place where a missing optional extra becomes MissingExtra.
+
+    A command whose import of a known extra's module fails (``import torch`` without torch) raises
+    MissingExtra naming the extra, which main() prints as one line. Commands in NEEDS are checked
+    before they start, so ``zoo convert keras/vgg16`` without torch fails before a 528 MB pull.
+    """
+
+    # command -> (extra, module...): require()d, without importing, before the command starts
+    NEEDS: dict[str, tuple[str, ...]] = {"convert": ("torch", "torch"), "verify": ("torch", "torch")}
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        need = self.NEEDS.get(name or "")
+        if need and not ctx.resilient_parsing and not {"-h", "--help"} & set(rest):
+            require(*need, what=f"zoo {name}")
+        return name, cmd, rest
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as e:
+            sub = ctx.invoked_subcommand
+            err = missing_extra(e, what=f"zoo {sub}" if sub else None)
+            if err is None:
+                raise
+            raise err from e
+
+
+@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.version_option(package_name="zoo", prog_name="zoo")
 @click.pass_context
