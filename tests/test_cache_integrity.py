@@ -49,7 +49,9 @@ def _card(model_id: str, files: list[tuple[str, str, bytes]]) -> dict:
             }
             for name, url, data in files
         ],
-        "architecture": {},
+        "architecture": None,
+        "classifier": None,
+        "num_classes": None,
         "preprocess": {"unknown": True},
         "metrics": [],
         "tags": [],

@@ -122,10 +122,11 @@ def test_card_files_are_pinned_and_sourced(card: dict[str, Any]) -> None:
             if "githubusercontent.com" in url:
                 pinned = RAW.match(url) or re.search(r"/raw/[0-9a-f]{40}/", url)
                 assert pinned, f"not pinned to a commit: {url}"
-    proto = card["architecture"].get("prototxt")
+    arch = card["architecture"]
+    proto = arch["name"] if arch and arch["kind"] == "caffe" else None
     if card["framework"] == "caffe":
         defs = [f["name"] for f in card["files"] if f["role"] == "definition"]
-        assert proto in defs, f"architecture.prototxt {proto!r} is not one of the definition files {defs}"
+        assert proto in defs, f"architecture caffe:{proto!r} is not one of the definition files {defs}"
     for m in card["metrics"]:
         assert 0 < m["value"] <= 100 and m.get("source"), m
 

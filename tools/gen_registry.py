@@ -44,6 +44,7 @@ warnings.filterwarnings("ignore")  # library deprecation chatter; the output is 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zoo.arch import Architecture  # noqa: E402
 from zoo.cards import Checksum, FileRef, Metric, ModelCard, Preprocess  # noqa: E402
 
 SOURCES = ROOT / "tools" / "registry_sources"
@@ -156,6 +157,17 @@ def cut_before(model: Any, classifier: str) -> str | None:
     return None
 
 
+def last_layer(model: Any, path: str) -> str:
+    """The dotted path of the last Linear / Conv2d inside ``path`` (the classifier proper)."""
+    import torch.nn as nn
+
+    found = path
+    for name, mod in model.get_submodule(path).named_modules():
+        if isinstance(mod, (nn.Linear, nn.Conv2d)):
+            found = f"{path}.{name}" if name else path
+    return found
+
+
 def _structure_only(build: Callable[[], Any]) -> Any:
     """Build a torch module for its structure and parameter count only: on the meta device
     (no memory, no init), or on the CPU with weight init skipped where meta tensors fail."""
@@ -214,10 +226,11 @@ def torchvision_cards(labels_dir: Path) -> Iterator[ModelCard]:
     categories: list[str] | None = None
     for name in tvm.list_models(module=tvm):
         model = _structure_only(lambda n=name: tvm.get_model(n, weights=None))
-        cut = None
+        cut = head = None
         for attr in TV_CLASSIFIER_ATTRS:
             if attr in dict(model.named_children()):
                 cut = cut_before(model, attr)
+                head = last_layer(model, attr)
                 break
         enum = tvm.get_model_weights(name)
         for w in enum:  # iteration skips aliases such as DEFAULT
@@ -298,11 +311,14 @@ def torchvision_cards(labels_dir: Path) -> Iterator[ModelCard]:
                 },
                 labels={"set": dataset, "count": len(cats)} if classifier_ok else None,
                 files=(FileRef(name=fname, urls=(w.url,), checksum=checksum, role="weights", pin=pin),),
-                architecture={
-                    "builder": f"torchvision.models.{name}",
-                    "weights": f"{type(w).__name__}.{w.name}",
-                    "min_size": list(meta.get("min_size", ())),
-                },
+                architecture=Architecture(
+                    "torchvision",
+                    name,
+                    details={
+                        "weights": f"{type(w).__name__}.{w.name}",
+                        "min_size": list(meta.get("min_size", ())),
+                    },
+                ),
                 preprocess=pre,
                 metrics=metrics,
                 params=int(meta["num_params"]),
@@ -310,6 +326,8 @@ def torchvision_cards(labels_dir: Path) -> Iterator[ModelCard]:
                 license=f"see {lic_url}" if lic_url else "BSD-3-Clause",
                 tags=tuple(tags),
                 default_cut=cut if classifier_ok else "features",
+                classifier=head if classifier_ok else None,
+                num_classes=len(cats) if classifier_ok else None,
                 notes=notes,
             )
 
@@ -474,6 +492,16 @@ def _keras_cut(model: Any, classes: int = 1000) -> str | None:
         layer = inp._keras_history[0]
 
 
+def _keras_head(model: Any, classes: int = 1000) -> str:
+    """The classifier layer of a built (include_top) Keras model: the last Dense, or the 1x1
+    Conv2D with ``classes`` filters (MobileNet's conv_preds)."""
+    for layer in reversed(model.layers):
+        cls = type(layer).__name__
+        if cls == "Dense" or (cls == "Conv2D" and getattr(layer, "filters", None) == classes):
+            return layer.name
+    raise SystemExit(f"{model.name}: no classifier layer found")
+
+
 def _keras_v3_table(mod: Any) -> dict[str, float]:
     """Top-1 per checkpoint from the table in keras's mobilenet_v3 docstring (BASE_DOCSTRING)."""
     out: dict[str, float] = {}
@@ -635,7 +663,7 @@ def keras_cards() -> Iterator[ModelCard]:
                 },
                 labels={"set": IMAGENET, "count": 1000},
                 files=tuple(files),
-                architecture={"builder": f"keras.applications.{app}", "kwargs": arch_kw},
+                architecture=Architecture("keras.applications", app, arch_kw),
                 preprocess=pre,
                 metrics=tuple(metrics),
                 params=int(model.count_params()),
@@ -643,6 +671,8 @@ def keras_cards() -> Iterator[ModelCard]:
                 license=lic,
                 tags=tuple(tags),
                 default_cut=_keras_cut(model),
+                classifier=_keras_head(model),
+                num_classes=1000,
                 notes=" ".join(notes) or None,
             )
     if "tensorflow" in sys.modules:
@@ -754,7 +784,7 @@ def timm_cards() -> Iterator[ModelCard]:
                     pin="first-use",
                 ),
             ),
-            architecture={"builder": "timm.create_model", "model_name": full, "architecture": arch},
+            architecture=Architecture("timm", full, details={"base": arch}),
             preprocess=pre,
             metrics=metrics,
             params=params,
@@ -763,6 +793,8 @@ def timm_cards() -> Iterator[ModelCard]:
             tags=(fam, "imagenet", "timm", "huggingface", "classification", tag)
             + (("mobile",) if is_mobile(arch) else ()),
             default_cut=cut,
+            classifier=cfg.classifier,
+            num_classes=int(cfg.num_classes),
             notes=(
                 f"Pulled through huggingface_hub from {cfg.hf_hub_id}; timm {version} loads "
                 f"{weights_name} (falling back to {_hub.HF_WEIGHTS_NAME} where a repo has no safetensors)."

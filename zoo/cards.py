@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from zoo.arch import Architecture, parse_optional
+
 CHECKSUM_ALGOS = ("sha256", "sha256-prefix", "md5", "sha1")
 
 
@@ -179,14 +181,16 @@ class ModelCard:
     provenance: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, Any] | None = None  # {"set": "imagenet-1k", "count": 1000} or {"names": [...]}
     files: tuple[FileRef, ...] = ()
-    architecture: dict[str, Any] = field(default_factory=dict)
+    architecture: Architecture | None = None
     preprocess: Preprocess = field(default_factory=lambda: Preprocess(unknown=True))
     metrics: tuple[Metric, ...] = ()
     params: int | None = None
     gflops: float | None = None
     license: str | None = None
     tags: tuple[str, ...] = ()
-    default_cut: str | None = None
+    default_cut: str | None = None  # the feature layer (where the head starts)
+    classifier: str | None = None  # the classifier module / layer, as timm's pretrained cfgs name it
+    num_classes: int | None = None  # the classifier's outputs
     notes: str | None = None
 
     @classmethod
@@ -204,7 +208,7 @@ class ModelCard:
             provenance=dict(d.get("provenance", {})),
             labels=d.get("labels"),
             files=tuple(FileRef.from_dict(f) for f in d.get("files", ())),
-            architecture=dict(d.get("architecture", {})),
+            architecture=parse_optional(d.get("architecture")),
             preprocess=Preprocess.from_dict(d.get("preprocess")),
             metrics=tuple(Metric.from_dict(m) for m in d.get("metrics", ())),
             params=d.get("params"),
@@ -212,6 +216,8 @@ class ModelCard:
             license=d.get("license"),
             tags=tuple(d.get("tags", ())),
             default_cut=d.get("default_cut"),
+            classifier=d.get("classifier"),
+            num_classes=d.get("num_classes"),
             notes=d.get("notes"),
         )
 
@@ -229,7 +235,7 @@ class ModelCard:
             "provenance": self.provenance,
             "labels": self.labels,
             "files": [f.to_dict() for f in self.files],
-            "architecture": self.architecture,
+            "architecture": self.architecture.to_dict() if self.architecture else None,
             "preprocess": self.preprocess.to_dict(),
             "metrics": [m.to_dict() for m in self.metrics],
             "params": self.params,
@@ -237,10 +243,13 @@ class ModelCard:
             "license": self.license,
             "tags": list(self.tags),
             "default_cut": self.default_cut,
+            "classifier": self.classifier,
+            "num_classes": self.num_classes,
             "notes": self.notes,
         }
         # Keys every entry carries even when unknown (null says "not published").
-        keep = {"dataset", "labels", "params", "license", "default_cut"}
+        keep = {"dataset", "labels", "params", "license", "default_cut", "classifier", "num_classes"}
+        keep.add("architecture")
         return {k: v for k, v in d.items() if v is not None or k in keep}
 
     def metric(self, name: str) -> float | None:

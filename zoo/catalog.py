@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from zoo.arch import Architecture, parse_optional
 from zoo.cards import Checksum, FileRef, Metric, ModelCard, Preprocess
 from zoo.errors import RegistryError
 from zoo.fileio import atomic_write_json, sha256_file
@@ -62,7 +63,7 @@ def build_card(
     labels: list[str] | None = None,
     license: str | None = None,
     tags: tuple[str, ...] = (),
-    architecture: dict[str, Any] | None = None,
+    architecture: Architecture | str | None = None,
     preprocess: dict[str, Any] | None = None,
     top1: float | None = None,
     params: int | None = None,
@@ -127,13 +128,14 @@ def build_card(
         },
         labels=({"names": labels, "count": len(labels)} if labels else None),
         files=tuple(files),
-        architecture=architecture or {},
+        architecture=parse_optional(architecture),
         preprocess=Preprocess.from_dict(preprocess) if preprocess else Preprocess(unknown=True),
         metrics=metrics,
         params=params,
         license=license,
         tags=tuple(tags),
         default_cut=default_cut,
+        num_classes=len(labels) if labels else None,
     )
 
 

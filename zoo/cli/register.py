@@ -23,7 +23,9 @@ from zoo.cli._app import cli
 @click.option("--labels", help="Comma-separated class names.")
 @click.option("--license", "license_")
 @click.option("--tag", "tags", multiple=True)
-@click.option("--arch", help="How to build it, e.g. torchvision:resnet50.")
+@click.option(
+    "--arch", help="How to build it: torchvision:NAME, timm:NAME, keras.applications:NAME?k=v, caffe:FILE."
+)
 @click.option(
     "--definition",
     type=click.Path(exists=True, dir_okay=False),
@@ -80,7 +82,7 @@ def register(
         labels=[s.strip() for s in labels.split(",")] if labels else None,
         license=license_,
         tags=tags,
-        architecture={"builder": arch} if arch else None,
+        architecture=arch,
         top1=top1,
         params=params,
         default_cut=default_cut,

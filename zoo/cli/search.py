@@ -130,7 +130,8 @@ def _render_card(card: Any) -> None:
         ("licence", card.license or "not stated"),
         ("tags", ", ".join(card.tags) or "-"),
         ("default cut", card.default_cut or "-"),
-        ("architecture", json.dumps(card.architecture)),
+        ("architecture", card.architecture.spec if card.architecture else "-"),
+        ("classifier", f"{card.classifier or '-'} ({card.num_classes or '?'} classes)"),
     ]
     if card.labels:
         lab = card.labels
