@@ -7,7 +7,7 @@ in-memory reference (``Registry.load`` + ``search`` per call: what every call di
 index), and the wall time of the ``zoo search resnet --json`` command; at 100k also with the
 entries in the user catalogue instead of the registry file.
 
-Run: ``.venv/bin/python bench/search.py [--sizes 1000,10000,100000]``
+Run: ``.venv/bin/python bench/search.py [--sizes 1000,10000,100000] [--runs 21]``
 """
 
 from __future__ import annotations
@@ -58,26 +58,28 @@ def command(args: list[str], home: Path, reg: Path | None, n: int = 5) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--runs", type=int, default=21, help="timed calls per query for the index p50")
     a = ap.parse_args()
-    print("| entries | index build s | query | index p50 ms | matches | per-call parse p50 ms | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    head = ["entries", "index build s", "index MB", "query", "index p50 ms", "matches"]
+    print("| " + " | ".join([*head, "per-call parse p50 ms", "ratio"]) + " |")
+    print("|---|---|---|---|---|---|---|---|")
     cmd_rows = []
     for n in [int(x) for x in a.sizes.split(",")]:
         with tempfile.TemporaryDirectory() as tmp:
             d = Path(tmp)
             reg = generated_registry(n, d / "reg.json")
             t = time.perf_counter()
-            open_index(d, registry_path=reg)
+            mb = open_index(d, registry_path=reg).path.stat().st_size / 2**20
             build = time.perf_counter() - t
             for q in QUERIES:
                 sq = SearchQuery(text=q)
-                fast = p50(lambda sq=sq, d=d, reg=reg: open_index(d, registry_path=reg).search(sq), 9)
+                fast = p50(lambda sq=sq, d=d, reg=reg: open_index(d, registry_path=reg).search(sq), a.runs)
                 total = open_index(d, registry_path=reg).search(sq).total
                 reps = 3 if n <= 10_000 else 1
                 slow = p50(lambda sq=sq, d=d, reg=reg: Registry.load(path=reg, home=d).search(sq), reps)
                 print(
-                    f"| {n:,} | {build:.1f} | `{q}` | {fast * 1e3:.1f} | {total:,} | {slow * 1e3:.0f} | "
-                    f"{slow / fast:.0f}x |",
+                    f"| {n:,} | {build:.1f} | {mb:.0f} | `{q}` | {fast * 1e3:.1f} | {total:,} | "
+                    f"{slow * 1e3:.0f} | {slow / fast:.0f}x |",
                     flush=True,
                 )
             cmd_rows.append((n, "registry file", command(["search", "resnet", "--json"], d, reg)))

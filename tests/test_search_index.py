@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import zoo.index
 from zoo.errors import RegistryError
 from zoo.index import open_index
 from zoo.registry import Registry, SearchQuery
@@ -44,6 +45,7 @@ QUERIES = [
     SearchQuery(origin="caffe", text="vgg"),
     SearchQuery(framework="keras"),
     SearchQuery(text="mobilenet", max_gflops=1.0, sort="top1", limit=20),
+    SearchQuery(text="mobilenet v2"),
 ]
 
 
@@ -94,7 +96,64 @@ def test_generated_same_as_reference(tmp_path: Path, n: int) -> None:
 
 @pytest.mark.slow
 def test_generated_100k_same_as_reference(tmp_path: Path) -> None:
-    _compare(generated_registry(100_000, tmp_path / "reg.json"), tmp_path, QUERIES[:8])
+    reg = generated_registry(100_000, tmp_path / "reg.json")
+    _compare(reg, tmp_path, [*QUERIES[:8], QUERIES[-1]])
+    idx = open_index(tmp_path, registry_path=reg)  # the broad words are ranked from the words table
+    for text in ("resnet", "resnet50", "v2 resnet", "mobilenet v2"):
+        q = SearchQuery(text=text)
+        assert idx._from_words(q, q.tokens()) is not None, text
+
+
+# Queries for the words table: repeated words, a word spelled with punctuation, an id as the query
+# ("res/net" is an id below and normalizes to the table word "resnet"), a limit.
+WORD_QUERIES = [
+    *QUERIES,
+    SearchQuery(text="resnet resnet"),
+    SearchQuery(text="v2 mobilenet V2"),
+    SearchQuery(text="efficientnet b0 b0"),
+    SearchQuery(text="res/net"),
+    SearchQuery(text="res/net v2"),
+    SearchQuery(text="Mobile-Net"),
+    SearchQuery(text="resnet", limit=3),
+    SearchQuery(text="resnet50 torchvision"),
+]
+
+
+@pytest.fixture
+def every_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every whole word gets a row in the words table (at the default, only words of 1000 cards)."""
+    monkeypatch.setattr(zoo.index, "WORDS_MIN_ROWS", 1)
+
+
+@pytest.mark.parametrize("n", [0, 1000])
+def test_words_table_same_as_reference(tmp_path: Path, every_word: None, n: int) -> None:
+    reg = generated_registry(n, tmp_path / "reg.json") if n else tmp_path / "reg.json"
+    data = json.loads((reg if n else REAL).read_text())
+    data["models"].append(dict(data["models"][0], id="res/net", name="Res net"))
+    reg.write_text(json.dumps(data))
+    _compare(reg, tmp_path, WORD_QUERIES)
+    idx = open_index(tmp_path, registry_path=reg)
+    (words,) = idx.con.execute("SELECT count(*) FROM words").fetchone()
+    assert words > 100
+
+    def table(q: SearchQuery) -> bool:
+        return idx._from_words(q, q.tokens()) is not None
+
+    assert table(SearchQuery(text="resnet")) and table(SearchQuery(text="mobilenet v2"))
+    assert table(SearchQuery(text="ResNet-50", limit=5))  # no id is "resnet-50"
+    assert not table(SearchQuery(text="res/net"))  # an id: its exact-id score is not in the table
+    assert not table(SearchQuery(text="resne"))  # a prefix: ranked per query
+    assert not table(SearchQuery(text="resnet zzzz"))
+    assert not table(SearchQuery(text="resnet", source="timm"))  # a filter: ranked per query
+    assert not table(SearchQuery(text="resnet", sort="top1"))
+    assert not table(SearchQuery())
+
+
+def test_words_table_default_threshold(tmp_path: Path) -> None:
+    """At the default threshold only words of 1000 cards or more have a row; the rest still rank
+    the same (the 10k comparison above covers both paths together)."""
+    idx = open_index(tmp_path, registry_path=REAL)
+    assert idx.con.execute("SELECT count(*) FROM words").fetchone() == (0,)
 
 
 def test_change_is_picked_up_and_touch_is_not_a_rebuild(tmp_path: Path) -> None:

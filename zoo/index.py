@@ -5,7 +5,9 @@ per card (the ranking's normalized fields, the filter columns and the card's JSO
 trigram index over the text a query word can match. It is rebuilt (atomically, under a file lock)
 when either file's sha256 differs from the one recorded; a file whose size, mtime and inode are
 unchanged is not re-hashed. Searches rank in SQL with the same numbers as
-:func:`zoo.registry.token_score` and build cards only for the rows a caller reads.
+:func:`zoo.registry.token_score` and build cards only for the rows a caller reads. The broad words
+(those of 1000 cards or more) have their ranking precomputed in a ``words`` table, so a search for
+them with no filters reads one row per word instead of scoring and ordering every match.
 
 Standard library only (sqlite3), so ``zoo search`` never imports torch, TensorFlow or onnxruntime.
 """
@@ -17,6 +19,8 @@ import json
 import os
 import sqlite3
 import tempfile
+from array import array
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -41,7 +45,7 @@ from zoo.registry import (
     suggestion,
 )
 
-INDEX_VERSION = 3  # bump when the table layout or the ranking's columns change
+INDEX_VERSION = 4  # bump when the table layout or the ranking's columns change
 
 _COLUMNS = (
     "id",
@@ -83,9 +87,8 @@ def _sha256(path: Path) -> str | None:
         return None
 
 
-def _row(card: ModelCard, raw: Any, origin: str) -> tuple[Any, ...]:
+def _row(card: ModelCard, raw: Any, origin: str, f: SearchFields) -> tuple[Any, ...]:
     """The ranking and filter columns, then the card's JSON (its entry as written), then the text."""
-    f = SearchFields.of(card)
     return (
         card.id,
         f.id_l,
@@ -125,19 +128,25 @@ def _build(dest: Path, reg_path: Path, cat_path: Path, meta: dict[str, str]) -> 
             CREATE TABLE cards(rid INTEGER PRIMARY KEY, {", ".join(_COLUMNS)});
             CREATE TABLE card_json(rid INTEGER PRIMARY KEY, card TEXT);
             CREATE UNIQUE INDEX cards_id ON cards(id);
+            CREATE INDEX cards_id_l ON cards(id_l);
             CREATE VIRTUAL TABLE hay USING fts5(txt, content='', tokenize='trigram');
+            CREATE TABLE words(word TEXT PRIMARY KEY, rids BLOB, scores BLOB, srcs BLOB);
         """)
         marks = ", ".join("?" * len(_COLUMNS))
         # rows in id order and sources as their rank, so ranking sorts integers (rid order = id order)
         src_rank = {v: i for i, v in enumerate(sorted({c.source for c, _, _ in cards.values()}))}
+        seen: Counter[str] = Counter()
         for i, (c, raw, origin) in enumerate(sorted(cards.values(), key=lambda t: t[0].id), 1):
-            r = _row(c, raw, origin)
+            f = SearchFields.of(c)
+            seen.update(_entry_words(f))
+            r = _row(c, raw, origin, f)
             con.execute(
                 f"INSERT INTO cards(rid, {', '.join(_COLUMNS)}) VALUES (?, {marks})",
                 (i, *r[:-2], src_rank[c.source]),
             )
             con.execute("INSERT INTO card_json VALUES (?, ?)", (i, r[-2]))
             con.execute("INSERT INTO hay(rowid, txt) VALUES (?, ?)", (i, r[-1]))
+        _build_words(con, [w for w, n in seen.items() if n >= WORDS_MIN_ROWS])
         known = {f: sorted({getattr(c, f) for c, _, _ in cards.values()}) for f in CHECKED_FIELDS}
         meta = {
             **meta,
@@ -149,6 +158,34 @@ def _build(dest: Path, reg_path: Path, cat_path: Path, meta: dict[str, str]) -> 
         con.commit()
     finally:
         con.close()
+
+
+# A word that is the model, name or family of at least this many cards, or one of their tags or
+# words, gets a row in the ``words`` table: its whole ranking, precomputed (see _build_words).
+# Rarer words, prefixes and substrings are ranked per query, which is fast for them.
+WORDS_MIN_ROWS = 1000
+
+
+def _entry_words(f: SearchFields) -> set[str]:
+    """The whole words (two characters or more) a query could match this card by exactly: its
+    model, name and family, its tags and its words."""
+    out = {f.model, f.name_n, f.fam}
+    out.update(f.tags[1:-1].split("|"))
+    out.update(f.words[1:-1].split("|"))
+    return {w for w in out if len(w) >= 2}
+
+
+def _build_words(con: sqlite3.Connection, words: list[str]) -> None:
+    """For each of ``words`` (normalized), its ranking as one query word with no filters: the
+    rows in rank order, each one's score for the word and its source rank (arrays as blobs). The
+    ranking is the per-query SQL's, so both paths agree by construction."""
+    for w in sorted(words):
+        sql, args = _search_sql(SearchQuery(text=w), [(w, w)], out="rid, score, src")
+        rows = con.execute(sql, args).fetchall()
+        if rows:  # rid as int32, score (at most 7999) and source rank as uint16
+            rids, scores, srcs = zip(*rows, strict=True)
+            blobs = (array("i", rids), array("H", scores), array("H", srcs))
+            con.execute("INSERT INTO words VALUES (?, ?, ?, ?)", (w, *(b.tobytes() for b in blobs)))
 
 
 class Index:
@@ -195,81 +232,159 @@ class Index:
         q.check()
         check_known_values(q, self.known)
         tokens = q.tokens()
-        where: list[str] = []
-        args: list[Any] = []
-        for col, val in (
-            ("source", q.source),
-            ("framework_l", q.framework),
-            ("origin_l", q.origin),
-            ("task_l", q.task),
-        ):
-            if val:
-                where.append(f"lower({col}) = ?" if col == "source" else f"{col} = ?")
-                args.append(val.lower())
-        if q.dataset:
-            where.append("instr(dataset_n, ?) > 0")
-            args.append(_norm(q.dataset))
-        for col, op, val in (
-            ("top1", ">=", q.min_top1),
-            ("params", "<=", q.max_params),
-            ("gflops", "<=", q.max_gflops),
-            ("input_hw", "=", q.input_size),
-        ):
-            if val is not None:
-                where.append(f"{col} {op} ?")
-                args.append(val)
-        if q.license:
-            where.append("instr(license_l, ?) > 0")
-            args.append(q.license.lower())
-        if q.tag:
-            where.append("instr(tags, ?) > 0")
-            args.append(f"|{_norm(q.tag)}|")
-        long_words = [nt for _, nt in tokens if len(nt) >= 3]
-        src = "cards"
-        if long_words:  # trigram FTS: rows whose text contains every long word as a substring
-            src = "hay JOIN cards ON cards.rid = hay.rowid"
-            where.insert(0, "hay MATCH ?")
-            args.insert(0, " AND ".join(f'"{nt}"' for nt in long_words))
-        cond = " AND ".join(where) or "1"
-        if tokens:
-            cases, case_args = [], []
-            for i, (raw, nt) in enumerate(tokens):
-                case_sql, a = _token_case(raw, nt)
-                cases.append(f"{case_sql} AS s{i}")
-                case_args += a
-            s = [f"s{i}" for i in range(len(tokens))]
-            val = f", {q.sort}" if q.sort in ("top1", "params", "gflops") else ""
-            tier = f"min({', '.join(s if len(s) > 1 else s * 2)}) / 1000"
-            sql = f"""
-                WITH m AS MATERIALIZED (SELECT cards.rid AS rid, src{val}, {", ".join(cases)}
-                                        FROM {src} WHERE {cond}),
-                g AS (SELECT rid, src{val}, {" + ".join(s)} AS score, {tier} AS tier
-                      FROM m WHERE {" AND ".join(f"{x} > 0" for x in s)}),
-                h AS (SELECT *, row_number() OVER (PARTITION BY tier, src ORDER BY score DESC, rid) AS srank
-                      FROM g)
-                SELECT rid FROM h"""
-            args = case_args + args
-        else:
-            sql = f"SELECT cards.rid AS rid FROM {src} WHERE {cond}"
-            if q.sort == "relevance":  # no words: every source's first ids first (a spread)
-                sql = (
-                    f"SELECT rid FROM (SELECT rid, src, row_number() OVER "
-                    f"(PARTITION BY src ORDER BY rid) AS srank FROM cards WHERE {cond}) "
-                    "ORDER BY srank, src, rid"
-                )
-        if q.sort == "relevance" and tokens:
-            sql += " ORDER BY tier DESC, srank, score DESC, src, rid"
-        elif q.sort == "relevance":
-            pass
-        elif q.sort == "name":
-            sql += " ORDER BY rid"
-        else:
-            sql += f" ORDER BY {q.sort} IS NULL, {q.sort} {'DESC' if q.sort == 'top1' else 'ASC'}, rid"
-        rows = self.con.execute(sql, args).fetchall()
-        total = len(rows)
-        if q.limit:
-            rows = rows[: q.limit]
-        return SearchResults(self, [r[0] for r in rows], total)
+        rids = self._from_words(q, tokens)
+        if rids is None:
+            sql, args = _search_sql(q, tokens)
+            rids = [r for (r,) in self.con.execute(sql, args)]
+        total = len(rids)
+        return SearchResults(self, rids[: q.limit] if q.limit else rids, total)
+
+    def _from_words(self, q: SearchQuery, tokens: list[tuple[str, str]]) -> list[int] | None:
+        """The ranking from the ``words`` table (see :func:`_build_words`) when every query word
+        has a row there and nothing but the words narrows or orders the result; None otherwise."""
+        if not tokens or q.sort != "relevance" or any(getattr(q, f) is not None for f in _FILTERS):
+            return None
+        posts: dict[str, tuple[bytes, bytes, bytes]] = {}
+        for raw, nt in tokens:
+            if nt not in posts:
+                row = self.con.execute(
+                    "SELECT rids, scores, srcs FROM words WHERE word = ?", (nt,)
+                ).fetchone()
+                if row is None:
+                    return None
+                posts[nt] = row
+            if (
+                raw != nt
+                and self.con.execute("SELECT 1 FROM cards WHERE id_l IN (?, ?) LIMIT 1", (raw, nt)).fetchone()
+            ):
+                return None  # the stored scores are for raw == nt; an id equal to either differs
+        if len(posts) == 1 and len(tokens) == 1:
+            return _ints("i", next(iter(posts.values()))[0])  # stored in rank order
+        return _combine([_posting(p) for p in posts.values()], [nt for _, nt in tokens])
+
+
+_FILTERS = tuple(f for f in SearchQuery.__dataclass_fields__ if f not in ("text", "sort", "limit"))
+
+
+def _ints(code: str, blob: bytes) -> list[int]:
+    a = array(code)
+    a.frombytes(blob)
+    return a.tolist()
+
+
+def _posting(row: tuple[bytes, bytes, bytes]) -> tuple[list[int], list[int], list[int]]:
+    return _ints("i", row[0]), _ints("H", row[1]), _ints("H", row[2])
+
+
+def _combine(posts: list[tuple[list[int], list[int], list[int]]], words: list[str]) -> list[int]:
+    """Several words' postings (one per distinct word; ``words`` lists the query's words, repeats
+    included) ranked as ``order_rows`` ranks them: a row must match every word, its tier is its
+    weakest word's, its score the sum; then each (tier, source)'s best first, score, source, rid.
+    The sort keys are packed into one integer each (rid < 2**32, score sums < 2**20, source
+    ranks < 2**16), which sorts several times faster than tuples."""
+    times = [words.count(w) for w in dict.fromkeys(words)]
+    maps = [dict(zip(rids, scores, strict=True)) for rids, scores, _ in posts]
+    smallest = min(range(len(posts)), key=lambda i: len(posts[i][0]))
+    common = set(maps[smallest])
+    for m in maps:
+        common.intersection_update(m.keys())
+    total = dict.fromkeys(common, 0)
+    low = dict.fromkeys(common, 1 << 16)
+    for m, t in zip(maps, times, strict=True):
+        for r in common:
+            v = m[r]
+            total[r] += v * t
+            if v < low[r]:
+                low[r] = v
+    src = dict(zip(posts[smallest][0], posts[smallest][2], strict=True))
+    top = (1 << 20) - 1
+    seen: dict[int, int] = {}
+    keys = []
+    for k in sorted((top - total[r]) << 32 | r for r in common):  # score descending, then rid
+        r = k & 0xFFFFFFFF
+        tier, s = low[r] // 1000, src[r]
+        g = tier << 16 | s
+        n = seen.get(g, 0)
+        seen[g] = n + 1
+        keys.append(((((15 - tier) << 32 | n) << 20 | (top - total[r])) << 16 | s) << 32 | r)
+    keys.sort()
+    return [k & 0xFFFFFFFF for k in keys]
+
+
+def _search_sql(q: SearchQuery, tokens: list[tuple[str, str]], out: str = "rid") -> tuple[str, list[Any]]:
+    """The SQL (and its parameters) that lists the rows matching ``q`` in rank order: ``out``
+    names the columns read (``rid``, or ``rid, score, src`` for a relevance search with words)."""
+    where: list[str] = []
+    args: list[Any] = []
+    for col, val in (
+        ("source", q.source),
+        ("framework_l", q.framework),
+        ("origin_l", q.origin),
+        ("task_l", q.task),
+    ):
+        if val:
+            where.append(f"lower({col}) = ?" if col == "source" else f"{col} = ?")
+            args.append(val.lower())
+    if q.dataset:
+        where.append("instr(dataset_n, ?) > 0")
+        args.append(_norm(q.dataset))
+    for col, op, val in (
+        ("top1", ">=", q.min_top1),
+        ("params", "<=", q.max_params),
+        ("gflops", "<=", q.max_gflops),
+        ("input_hw", "=", q.input_size),
+    ):
+        if val is not None:
+            where.append(f"{col} {op} ?")
+            args.append(val)
+    if q.license:
+        where.append("instr(license_l, ?) > 0")
+        args.append(q.license.lower())
+    if q.tag:
+        where.append("instr(tags, ?) > 0")
+        args.append(f"|{_norm(q.tag)}|")
+    long_words = [nt for _, nt in tokens if len(nt) >= 3]
+    src = "cards"
+    if long_words:  # trigram FTS: rows whose text contains every long word as a substring
+        src = "hay JOIN cards ON cards.rid = hay.rowid"
+        where.insert(0, "hay MATCH ?")
+        args.insert(0, " AND ".join(f'"{nt}"' for nt in long_words))
+    cond = " AND ".join(where) or "1"
+    if tokens:
+        cases, case_args = [], []
+        for i, (raw, nt) in enumerate(tokens):
+            case_sql, a = _token_case(raw, nt)
+            cases.append(f"{case_sql} AS s{i}")
+            case_args += a
+        s = [f"s{i}" for i in range(len(tokens))]
+        val = f", {q.sort}" if q.sort in ("top1", "params", "gflops") else ""
+        tier = f"min({', '.join(s if len(s) > 1 else s * 2)}) / 1000"
+        sql = f"""
+            WITH m AS MATERIALIZED (SELECT cards.rid AS rid, src{val}, {", ".join(cases)}
+                                    FROM {src} WHERE {cond}),
+            g AS (SELECT rid, src{val}, {" + ".join(s)} AS score, {tier} AS tier
+                  FROM m WHERE {" AND ".join(f"{x} > 0" for x in s)}),
+            h AS (SELECT *, row_number() OVER (PARTITION BY tier, src ORDER BY score DESC, rid) AS srank
+                  FROM g)
+            SELECT {out} FROM h"""
+        args = case_args + args
+    else:
+        sql = f"SELECT cards.rid AS rid FROM {src} WHERE {cond}"
+        if q.sort == "relevance":  # no words: every source's first ids first (a spread)
+            sql = (
+                f"SELECT rid FROM (SELECT rid, src, row_number() OVER "
+                f"(PARTITION BY src ORDER BY rid) AS srank FROM cards WHERE {cond}) "
+                "ORDER BY srank, src, rid"
+            )
+    if q.sort == "relevance" and tokens:
+        sql += " ORDER BY tier DESC, srank, score DESC, src, rid"
+    elif q.sort == "relevance":
+        pass
+    elif q.sort == "name":
+        sql += " ORDER BY rid"
+    else:
+        sql += f" ORDER BY {q.sort} IS NULL, {q.sort} {'DESC' if q.sort == 'top1' else 'ASC'}, rid"
+    return sql, args
 
 
 def _token_case(raw: str, nt: str) -> tuple[str, list[Any]]:
