@@ -2,15 +2,16 @@
 an independent reader of the source files; max |diff|, relative error, argmax agreement, and the
 first layer whose output diverges when the result is over tolerance.
 
-For Caffe the independent reader is OpenCV dnn (``zoo[verify]``), run with Winograd and layer
-fusion off so it computes each layer as Caffe defines it. Other sources plug in a module
-``converters.<source>.verify`` with ``reference_outputs(folder, card, graph, inputs, reference=...)
--> (label, [arrays in graph["outputs"] order])``. Result: a dict, also written to ``verify.json``.
+Each source plugs in its reference as a module ``converters.<source>.reference`` (or
+``converters.<source>.verify``) with ``reference_outputs(folder, card, graph, inputs, reference=...)
+-> (label, [arrays in graph["outputs"] order])`` and, optionally, ``first_diverging_layer(model,
+folder, card, graph, inputs, atol)``: OpenCV dnn for Caffe (converters/caffe/reference.py), Keras
+itself for Keras (converters/keras/verify.py). Result: a dict, also written to ``verify.json``.
 """
 
 from __future__ import annotations
 
-import tempfile
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,53 +22,6 @@ from zoo.errors import ConversionError, VerificationError
 from zoo.fileio import atomic_write_json
 
 from .folder import VERIFY, read_folder
-
-
-def _source_files(card: dict[str, Any], folder: Path) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for f in card.get("provenance", {}).get("source_files", []):
-        p = Path(f["path"])
-        if not p.is_file():
-            raise ConversionError(f"{folder}: source file {p} (needed as the reference) is gone")
-        out[f["role"]] = p
-    return out
-
-
-def opencv_net(prototxt: Path, weights: Path | None, tmpdir: Path) -> Any:
-    """An OpenCV dnn net computing layers as Caffe does (no Winograd, no fusion)."""
-    try:
-        import cv2
-    except ImportError:
-        raise ConversionError(
-            "the OpenCV reference needs opencv-python-headless: pip install 'zoo[verify]'"
-        ) from None
-    wpath = weights
-    if weights is not None:
-        with open(weights, "rb") as f:
-            is_h5 = f.read(8) == b"\x89HDF\r\n\x1a\n"
-        if is_h5:  # OpenCV opens .caffemodel.h5 but loads no weights from it: copy into a binary one
-            from .caffe.reader import read_caffemodel_h5
-            from .caffe.writer import write_caffemodel
-
-            wpath = write_caffemodel(tmpdir / "weights.caffemodel", read_caffemodel_h5(weights))
-    net = cv2.dnn.readNetFromCaffe(str(prototxt), str(wpath) if wpath else None)
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
-    net.enableWinograd(False)
-    net.enableFusion(False)
-    return net
-
-
-def opencv_forward(net: Any, graph: dict[str, Any], blobs: list[str]) -> list[np.ndarray]:
-    """OpenCV outputs for blob names: each blob is fetched from the last layer writing it (layer
-    outputs beyond the first, e.g. Slice tops, come through ``forwardAndRetrieve``)."""
-    where: dict[str, tuple[str, int]] = {}
-    for node in graph["nodes"]:
-        for i, o in enumerate(node["outputs"]):
-            where[o] = (node["name"], i)
-    layers = list(dict.fromkeys(where[b][0] for b in blobs))
-    got = dict(zip(layers, net.forwardAndRetrieve(layers), strict=True))
-    return [np.array(got[where[b][0]][where[b][1]]) for b in blobs]
 
 
 def _make_inputs(
@@ -107,6 +61,45 @@ def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
     return {"max_abs_diff": diff, "rel": rel, "argmax_agreement": agree, "shape": list(ref.shape)}
 
 
+def reference_module(folder: Path, source: str | None) -> Any:
+    """The module holding ``source``'s reference: ``converters.<source>.reference`` or ``.verify``."""
+    for name in (f"converters.{source}.reference", f"converters.{source}.verify"):
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if not e.name or not name.startswith(e.name):  # a dependency of the module is missing
+                raise
+    raise ConversionError(f"{folder}: no reference reader for {source!r} models")
+
+
+def _onnx_fixed_batch(path: Path) -> int | None:
+    """The batch an ONNX file's first input is fixed at, None when that axis is symbolic."""
+    import onnx
+
+    inputs = onnx.load(str(path), load_external_data=False).graph.input
+    dims = [i.type.tensor_type.shape.dim[0] for i in inputs if i.type.tensor_type.shape.dim]
+    fixed = [int(d.dim_value) for d in dims if d.HasField("dim_value")]
+    return fixed[0] if fixed else None
+
+
+def _batches(
+    graph: dict[str, Any], source: str | None, batch: int | None, onnx_batch: int | None
+) -> list[int]:
+    """Batch sizes to run random inputs at: ``batch`` (else the declared one; the declared one when
+    model.onnx was exported with a fixed batch); for Caffe, whose prototxt declares a batch that a
+    Reshape may pin, also 1 and the declared batch."""
+    declared = int(graph["inputs"][0]["shape"][0])
+    wanted = [declared if onnx_batch is not None or batch is None else batch]
+    if source == "caffe":
+        wanted += [1, declared]
+    return list(dict.fromkeys(wanted))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def verify_folder(
     out_dir: str | Path,
     reference: str = "opencv",
@@ -118,7 +111,11 @@ def verify_folder(
 ) -> dict[str, Any]:
     """Compare a converted folder with the reference; returns (and writes) the verify result.
 
-    ``passed`` is true when every output (torch and ONNX) has rel <= atol and identical argmax.
+    Random inputs run at ``batch`` (Caffe: also at batch 1 and the declared batch; see
+    ``_batches``). ``inputs`` and ``outputs`` describe the first run, ``batches`` each run, and
+    ``max_abs_diff`` / ``rel`` / ``argmax_agreement`` are the worst over all runs. ``passed`` is
+    true when every output (torch and ONNX) at every batch has rel <= atol and identical argmax,
+    and onnxruntime accepted every input.
     """
     import torch
 
@@ -127,113 +124,112 @@ def verify_folder(
     folder = Path(out_dir)
     card, graph = read_folder(folder)
     source = graph.get("source")
-    if source == "caffe" and reference not in ("opencv", "source"):
-        raise ConversionError(f"{folder}: reference {reference!r} unknown for Caffe models (opencv)")
+    mod = reference_module(folder, source)
     model = load_folder(folder)
     onnx_path = folder / "model.onnx"
-    if onnx_path.is_file() and batch is not None:
-        import onnx
-
-        dims = [
-            i.type.tensor_type.shape.dim[0]
-            for i in onnx.load(str(onnx_path), load_external_data=False).graph.input
-        ]
-        if any(d.HasField("dim_value") for d in dims):  # exported with a fixed batch: use it
-            batch = None
-    xs = _make_inputs(graph, inputs, seed, batch)
-    try:
-        with torch.no_grad():
-            t_out = model(*[torch.from_numpy(x) for x in xs])
-    except RuntimeError:  # a graph with fixed batch (Reshape dims): use the declared shapes
-        if not (isinstance(inputs, str) and inputs == "random"):
-            raise
-        xs = _make_inputs(graph, inputs, seed, None)
-        with torch.no_grad():
-            t_out = model(*[torch.from_numpy(x) for x in xs])
-    t_out = t_out if isinstance(t_out, tuple) else (t_out,)
-    names = list(graph["outputs"])
-    runs: dict[str, list[np.ndarray]] = {"torch": [t.numpy() for t in t_out]}
+    random = isinstance(inputs, str) and inputs == "random"
+    onnx_batch = _onnx_fixed_batch(onnx_path) if onnx_path.is_file() else None
+    runs_xs = (
+        [_make_inputs(graph, inputs, seed, b) for b in _batches(graph, source, batch, onnx_batch)]
+        if random
+        else [_make_inputs(graph, inputs, seed, None)]
+    )
+    sess = None
+    errors: list[str] = []
     if onnx_path.is_file():
         import onnxruntime as ort
 
-        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        nhwc = card.get("architecture", {}).get("artifacts", {}).get("model.onnx", {}).get("layout") == "NHWC"
-        feed = {
-            i.name: (x.transpose(0, 2, 3, 1) if nhwc and x.ndim == 4 else x)
-            for i, x in zip(sess.get_inputs(), xs, strict=True)
-        }
-        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed), strict=True))
-        if nhwc:  # the card says the ONNX keeps the source's NHWC layout (Keras via tf2onnx)
-            got = {k: (v.transpose(0, 3, 1, 2) if v.ndim == 4 else v) for k, v in got.items()}
-        runs["onnx"] = [got[n] for n in names] if all(n in got for n in names) else list(got.values())
-    with tempfile.TemporaryDirectory() as td:
-        if source == "caffe":
-            import cv2
-
-            src = _source_files(card, folder)
-            net = opencv_net(src["definition"], src.get("weights"), Path(td))
-            for i, x in zip(graph["inputs"], xs, strict=True):
-                net.setInput(x, i["name"])
-            refs = opencv_forward(net, graph, names)
-            label = f"opencv {cv2.__version__} (winograd off, fusion off)"
-        else:  # another converter's reference: converters.<source>.verify.reference_outputs
-            import importlib
-
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only: its warnings are not the verify result
+        try:
+            sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
+            errors.append(f"onnxruntime cannot load model.onnx: {_first_line(e)}")
+    nhwc = card.get("architecture", {}).get("artifacts", {}).get("model.onnx", {}).get("layout") == "NHWC"
+    names = list(graph["outputs"])
+    declared = int(graph["inputs"][0]["shape"][0])
+    label = ""
+    outputs: dict[str, Any] = {}
+    per_batch: dict[str, Any] = {}
+    notes: dict[str, str] = {}
+    worst = {"max_abs_diff": 0.0, "rel": 0.0, "argmax_agreement": 1.0}
+    failing: list[np.ndarray] | None = None
+    done: list[list[np.ndarray]] = []
+    for xs in runs_xs:
+        b = int(xs[0].shape[0])
+        try:
+            with torch.no_grad():
+                t_out = model(*[torch.from_numpy(x) for x in xs])
+        except RuntimeError as e:  # e.g. a Reshape with fixed dims: only the declared batch fits
+            if random and b != declared:
+                notes[str(b)] = f"the PyTorch model does not take batch {b}: {_first_line(e)}"
+                continue
+            raise ConversionError(
+                f"{folder}: the PyTorch model fails on inputs {[list(x.shape) for x in xs]}: {_first_line(e)}"
+            ) from None
+        t_out = t_out if isinstance(t_out, tuple) else (t_out,)
+        runs: dict[str, list[np.ndarray]] = {"torch": [t.numpy() for t in t_out]}
+        if sess is not None and onnx_batch is not None and b != declared:
+            notes[str(b)] = f"model.onnx has a fixed batch of {onnx_batch}: PyTorch only"
+        elif sess is not None:
+            feed = {
+                i.name: (x.transpose(0, 2, 3, 1) if nhwc and x.ndim == 4 else x)
+                for i, x in zip(sess.get_inputs(), xs, strict=True)
+            }
             try:
-                mod = importlib.import_module(f"converters.{source}.verify")
-            except ImportError:
-                raise ConversionError(f"{folder}: no reference reader for {source!r} models") from None
-            label, refs = mod.reference_outputs(folder, card, graph, xs, reference=reference)
-            net = None
-        outputs: dict[str, Any] = {}
-        worst = {"max_abs_diff": 0.0, "rel": 0.0, "argmax_agreement": 1.0}
+                got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed), strict=True))
+            except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types; one line each
+                errors.append(f"onnxruntime refused inputs {[list(x.shape) for x in xs]}: {_first_line(e)}")
+                got = None
+            if got is not None:
+                if nhwc:  # the card says the ONNX keeps the source's NHWC layout (Keras via tf2onnx)
+                    got = {k: (v.transpose(0, 3, 1, 2) if v.ndim == 4 else v) for k, v in got.items()}
+                runs["onnx"] = [got[n] for n in names] if all(n in got for n in names) else list(got.values())
+        label, refs = mod.reference_outputs(folder, card, graph, xs, reference=reference)
+        done.append(xs)
+        bworst = {"max_abs_diff": 0.0, "rel": 0.0, "argmax_agreement": 1.0}
+        bout: dict[str, Any] = {}
         for backend, outs in runs.items():
             for n, r, o in zip(names, refs, outs, strict=True):
                 c = compare(r, o)
-                outputs.setdefault(n, {})[backend] = c
-                worst["max_abs_diff"] = max(worst["max_abs_diff"], c["max_abs_diff"])
-                worst["rel"] = max(worst["rel"], c["rel"])
-                worst["argmax_agreement"] = min(worst["argmax_agreement"], c["argmax_agreement"])
-        passed = worst["rel"] <= atol and worst["argmax_agreement"] == 1.0
-        first = None
-        if not passed and net is not None:
-            first = first_diverging_layer(model, net, graph, xs, atol)
-        elif not passed and hasattr(mod, "first_diverging_layer"):  # the plugged-in source's own
-            first = mod.first_diverging_layer(model, folder, card, graph, xs, atol)
+                bout.setdefault(n, {})[backend] = c
+                bworst["max_abs_diff"] = max(bworst["max_abs_diff"], c["max_abs_diff"])
+                bworst["rel"] = max(bworst["rel"], c["rel"])
+                bworst["argmax_agreement"] = min(bworst["argmax_agreement"], c["argmax_agreement"])
+        if not outputs:
+            outputs = bout
+        for k in worst:
+            pick = min if k == "argmax_agreement" else max
+            worst[k] = pick(worst[k], bworst[k])
+        per_batch[str(b)] = {"inputs": [list(x.shape) for x in xs], "backends": list(runs), **bworst}
+        if failing is None and (bworst["rel"] > atol or bworst["argmax_agreement"] != 1.0):
+            failing = xs
+    passed = bool(done) and not errors and worst["rel"] <= atol and worst["argmax_agreement"] == 1.0
+    first = None
+    if failing is not None and hasattr(mod, "first_diverging_layer"):
+        first = mod.first_diverging_layer(model, folder, card, graph, failing, atol)
     result = {
         "reference": label,
         "atol": atol,
-        "inputs": [list(x.shape) for x in xs],
-        "backends": list(runs),
+        "inputs": [list(x.shape) for x in done[0]] if done else [],
+        "backends": ["torch"] + (["onnx"] if onnx_path.is_file() else []),
         "outputs": outputs,
         **worst,
+        "batches": per_batch,
         "first_diverging_layer": first,
         "passed": passed,
     }
+    if errors:
+        result["errors"] = errors
+    if notes:
+        result["batch_notes"] = notes
     atomic_write_json(folder / VERIFY, result)
     if raise_on_fail and not passed:
+        if errors:
+            raise VerificationError(f"{folder}: {errors[0]}")
         where = f", first diverging layer {first!r}" if first else ""
         raise VerificationError(
             f"{folder}: rel error {worst['rel']:.3g} > {atol:g} "
             f"or argmax differs ({worst['argmax_agreement']:.3f}){where}"
         )
     return result
-
-
-def first_diverging_layer(
-    model: Any, net: Any, graph: dict[str, Any], xs: list[np.ndarray], atol: float
-) -> str | None:
-    """The first node (in graph order) whose first output differs from OpenCV's beyond ``atol``."""
-    import torch
-
-    trace = model.run_layers(*[torch.from_numpy(x) for x in xs])
-    cv_names = set(net.getLayerNames())
-    names = [n["name"] for n in graph["nodes"] if n["name"] in cv_names and n["op"] != "split"]
-    for i, x in zip(graph["inputs"], xs, strict=True):
-        net.setInput(x, i["name"])
-    refs = net.forward(names)
-    for name, ref in zip(names, refs, strict=True):
-        got = trace[name][0].numpy()
-        if got.size != np.asarray(ref).size or compare(ref, got)["rel"] > atol:
-            return name
-    return None

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from converters.caffe import convert_caffe
+from converters.caffe.reference import opencv_forward, opencv_net
 from converters.folder import load_folder
-from converters.verify import opencv_forward, opencv_net
 
 
 def rel_err(ref: np.ndarray, got: np.ndarray) -> float:

@@ -45,8 +45,22 @@ def _preprocess(preprocess: Any, net: Any) -> Any:
     )
 
 
+def _batch_is_free(path: Path) -> bool:
+    """Whether every input of the ONNX file at ``path`` has a symbolic batch axis."""
+    import onnx
+
+    inputs = onnx.load(str(path), load_external_data=False).graph.input
+    return all(not i.type.tensor_type.shape.dim[0].HasField("dim_value") for i in inputs)
+
+
 def export_onnx(model: Any, graph: dict[str, Any], path: Path, opset: int = 18) -> Path:
-    """torch.onnx (dynamo) export to one file, checker-clean, with the Caffe layer names as metadata."""
+    """torch.onnx (dynamo) export to one file, checker-clean, with the Caffe layer names as metadata.
+
+    The batch axis is dynamic where the graph allows it. Where it does not (a Reshape with fixed
+    dims pins it), ``torch.onnx.export`` does not always raise: when ``torch.export`` refuses the
+    dynamic batch it falls back to ``draft_export``, which silently fixes the batch at the sample's
+    size. The exported inputs are checked, and such a net is exported with the declared batch.
+    """
     import json
 
     import onnx
@@ -66,12 +80,17 @@ def export_onnx(model: Any, graph: dict[str, Any], path: Path, opset: int = 18) 
     )
     batch = torch.export.Dim("batch", min=1, max=4096)
     try:
+        dynamic = False
         try:  # a free batch dimension where the graph allows it (fixed Reshape dims do not)
             dargs = tuple(torch.cat([a, a]) if a.shape[0] == 1 else a for a in args)  # size 1 would pin it
             prog = torch.onnx.export(model, dargs, dynamic_shapes=(tuple({0: batch} for _ in args),), **kw)
+            prog.save(str(path))
+            dynamic = _batch_is_free(path)  # False: the exporter pinned the batch at the sample's size
         except Exception:  # noqa: BLE001
+            pass
+        if not dynamic:  # the declared batch, fixed
             prog = torch.onnx.export(model, args, **kw)
-        prog.save(str(path))
+            prog.save(str(path))
     except Exception as e:  # noqa: BLE001 - the exporter raises many types; report one line
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConversionError(f"ONNX export failed: {msg}") from None
