@@ -7,6 +7,8 @@ model is checked with ``onnx.checker`` and compared with PyTorch on the same inp
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,11 +32,16 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
         return load_file(str(p))
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (torch raises several types for bad / unsafe pickles)
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except pickle.UnpicklingError as e:  # the weights-only unpickler met an object it will not build
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f" ({found.group(1)})" if found else ""
         raise ConversionError(
-            f"{p.name}: not a loadable state dict with weights_only=True ({msg[:200]})"
+            f"{p.name}: refused: a pickle holding objects beyond tensors{what} would run code when "
+            "loaded (zoo reads .pth files with weights_only=True only); save a state_dict() or safetensors"
         ) from None
+    except Exception as e:  # noqa: BLE001  (torch raises several types for corrupt files)
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConversionError(f"{p.name}: not a loadable PyTorch state dict ({msg})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

@@ -123,16 +123,35 @@ def test_unknown_target_and_existing_folder_untouched(tmp_path: Path) -> None:
     assert left == ["bad.caffemodel", "net.prototxt", "o", "w.caffemodel"]
 
 
-def test_fork_pooling_option_refused_and_unknown_fields_recorded(tmp_path: Path) -> None:
+def test_fork_pooling_option_refused(tmp_path: Path) -> None:
     text = NET.replace("kernel_size: 3 }", "kernel_size: 3 }\n") + (
         'layer { name: "pool" type: "Pooling" bottom: "ip1" top: "pool"\n'
         "        pooling_param { pool: MAX kernel_size: 1 round_mode: FLOOR } }\n"
     )
     _convert_fails(tmp_path, text, GOOD, r"line 10: option 'round_mode' comes from a Caffe fork")
+
+
+def test_unknown_field_refused_unless_allowed_then_recorded(tmp_path: Path) -> None:
     extra = NET.replace("num_output: 4 kernel_size: 3", "num_output: 4 kernel_size: 3 my_fork_flag: true")
+    msg = _convert_fails(
+        tmp_path, extra, GOOD, r"line 5, column \d+: unknown field 'my_fork_flag' in ConvolutionParameter"
+    )
+    assert "net.prototxt" in msg and "--allow-unknown-fields" in msg
     proto = _write(tmp_path, extra)
-    out = convert_caffe(proto, write_caffemodel(tmp_path / "w.caffemodel", GOOD), tmp_path / "o")
+    w = write_caffemodel(tmp_path / "w.caffemodel", GOOD)
+    out = convert_caffe(proto, w, tmp_path / "o", allow_unknown_fields=True)
     import json
 
     skipped = json.loads((out / "card.json").read_text())["provenance"]["skipped_prototxt_fields"]
-    assert len(skipped) == 1 and "my_fork_flag" in skipped[0]
+    assert len(skipped) == 1 and "ConvolutionParameter.my_fork_flag" in skipped[0]
+
+
+def test_misspelled_num_output_names_the_field_not_the_blob(tmp_path: Path) -> None:
+    text = NET.replace("num_output: 4 kernel_size: 3", "num_ouput: 4 kernel_size: 3")
+    msg = _convert_fails(tmp_path, text, GOOD, r"unknown field 'num_ouput' in ConvolutionParameter")
+    assert "line 5, column 29" in msg and "blob" not in msg
+
+
+def test_empty_caffemodel_says_empty(tmp_path: Path) -> None:
+    msg = _convert_fails(tmp_path, NET, b"", r"w.caffemodel: the caffemodel is empty \(0 bytes\)")
+    assert "layer" not in msg

@@ -116,9 +116,13 @@ def convert(
     preprocess: dict[str, Any] | Preprocess | None = None,
     trust_code: bool = False,
     home: Path | None = None,
+    allow_unknown_fields: bool = False,
     **pull_kw: Any,
 ) -> Path:
-    """Convert a file or a registry entry into the zoo model folder ``out_dir``."""
+    """Convert a file or a registry entry into the zoo model folder ``out_dir``.
+
+    ``allow_unknown_fields``: Caffe prototxt fields unknown to Caffe are skipped (named on
+    stderr) instead of refused."""
     out_dir = Path(out_dir)
     src = Path(source)
     if src.exists():
@@ -127,7 +131,12 @@ def convert(
             from converters import convert_caffe
 
             return convert_caffe(
-                src, Path(weights) if weights else None, out_dir, to=to, preprocess=preprocess
+                src,
+                Path(weights) if weights else None,
+                out_dir,
+                to=to,
+                preprocess=preprocess,
+                allow_unknown_fields=allow_unknown_fields,
             )
         if fmt == "keras":
             from converters.keras import convert_keras
@@ -153,7 +162,15 @@ def convert(
             raise ConversionError(f"{card.id}: the card lists no deploy prototxt")
         from converters import convert_caffe
 
-        return convert_caffe(proto, wts, out_dir, to=to, preprocess=pre, card_extra={"registry_id": card.id})
+        return convert_caffe(
+            proto,
+            wts,
+            out_dir,
+            to=to,
+            preprocess=pre,
+            card_extra={"registry_id": card.id},
+            allow_unknown_fields=allow_unknown_fields,
+        )
     if card.framework == "keras":
         wts = _pick(files, card, *KERAS_SUFFIXES, role=("weights", "model"))
         if wts is None:

@@ -113,6 +113,7 @@ def convert_caffe(
     preprocess: Any = None,
     card_extra: dict[str, Any] | None = None,
     input_shapes: dict[str, list[int]] | None = None,
+    allow_unknown_fields: bool = False,
 ) -> Path:
     """Convert a Caffe net into the zoo model folder ``out_dir``; returns its path.
 
@@ -120,8 +121,10 @@ def convert_caffe(
     parameters). ``to``: "torch" (always written: graph.json + model.safetensors + layermap.json),
     "onnx" or "all" adds model.onnx. ``preprocess``: a Preprocess or its dict (else the prototxt's
     transform_param, else "unknown"). ``input_shapes`` overrides declared input shapes (e.g. a
-    fully convolutional net exported to ONNX at another image size). Errors are ConversionError
-    naming file and layer.
+    fully convolutional net exported to ONNX at another image size). A prototxt field unknown to
+    Caffe's schema (a misspelling, or a Caffe fork's extra) is refused as Caffe refuses it;
+    ``allow_unknown_fields`` skips such fields, naming each on stderr and in the card's provenance
+    (``skipped_prototxt_fields``). Errors are ConversionError naming file and layer.
     """
     from zoo import __version__
     from zoo.cards import Checksum, FileRef, ModelCard
@@ -133,7 +136,12 @@ def convert_caffe(
 
     targets = parse_targets(to)
     prototxt = Path(prototxt)
-    net = read_prototxt(prototxt)
+    net = read_prototxt(prototxt, allow_unknown_fields=allow_unknown_fields)
+    if net.unknown_fields:
+        import sys
+
+        for entry in net.unknown_fields:
+            print(f"zoo: {prototxt}: skipped a field unknown to Caffe at {entry}", file=sys.stderr)
     if input_shapes:
         unknown = set(input_shapes) - {n for n, _ in net.inputs}
         if unknown:

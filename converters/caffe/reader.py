@@ -8,6 +8,7 @@ array is a zero-copy view into the file's bytes (the only copy of the weights in
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -149,11 +150,86 @@ def _in_test_phase(layer: Any) -> bool:
 _FORK_OPTIONS = re.compile(r"^\s*[^#\n]*?\b(round_mode|ceil_mode)\s*:", re.M)
 
 
-def parse_prototxt_text(text: str, path: Path, unknown: list[str] | None = None) -> Any:
-    """Text format -> NetParameter; syntax errors become ConversionError with line and column.
+_UNKNOWN_FIELD = re.compile(r'Message type "caffe\.([\w.]+)" has no field named "([^"]+)"')
+_TEXT_TOKEN = re.compile(
+    r"""\s+|\#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'"""
+    r"""|[-+]?\d[\d.]*(?:[eE][-+]?\d+)?\w*|[-+]?[\w.]+|[{}<>\[\]:;,]|."""
+)
 
-    Fields our schema does not know (fillers, learning-rate settings, fork extras) are skipped;
-    the first one is appended to ``unknown`` so the card can say so.
+
+def unknown_fields(text: str) -> list[tuple[int, int, str, str]]:
+    """Every field of a (syntactically valid) text-format NetParameter that the schema does not
+    know, as (line, column, message type, field name); lines and columns count from 1, as
+    protobuf's own errors do. Unknown fields holding a message are skipped as a whole."""
+    toks = [(m.group(), m.start()) for m in _TEXT_TOKEN.finditer(text) if not m.group()[0].isspace()]
+    toks = [(t, o) for t, o in toks if not t.startswith("#")]
+    starts = [0] + [m.end() for m in re.finditer(r"\n", text)]
+    found: list[tuple[int, int, str, str]] = []
+
+    def where(off: int) -> tuple[int, int]:
+        line = bisect.bisect_right(starts, off)
+        return line, off - starts[line - 1] + 1
+
+    def tok(i: int) -> str:
+        return toks[i][0] if i < len(toks) else ""
+
+    def skip_block(i: int) -> int:  # at "{" or "<": past its closing bracket
+        depth = 0
+        while i < len(toks):
+            t = tok(i)
+            depth += t in "{<" and len(t) == 1
+            depth -= t in "}>" and len(t) == 1
+            i += 1
+            if depth == 0:
+                break
+        return i
+
+    def value(i: int, desc: Any) -> int:  # one value: a message block or a scalar (strings concatenate)
+        if tok(i) in ("{", "<"):
+            return walk(desc, i + 1) if desc is not None else skip_block(i)
+        i += 1
+        while tok(i - 1)[:1] in "\"'" and tok(i)[:1] in "\"'" and tok(i):
+            i += 1
+        return i
+
+    def walk(desc: Any, i: int) -> int:
+        while i < len(toks):
+            t = tok(i)
+            if t in ("}", ">"):
+                return i + 1
+            if t in (";", ","):
+                i += 1
+                continue
+            off = toks[i][1]
+            f = desc.fields_by_name.get(t)
+            if f is None:
+                found.append((*where(off), desc.name, t))
+            sub = f.message_type if f is not None else None
+            i += 1
+            if tok(i) == ":":
+                i += 1
+            if tok(i) == "[":  # a list of values
+                i += 1
+                while i < len(toks) and tok(i) != "]":
+                    i = i + 1 if tok(i) == "," else value(i, sub)
+                i += 1
+            else:
+                i = value(i, sub)
+        return i
+
+    walk(proto.NetParameter.DESCRIPTOR, 0)
+    return found
+
+
+def parse_prototxt_text(
+    text: str, path: Path, unknown: list[str] | None = None, allow_unknown: bool = False
+) -> Any:
+    """Text format -> NetParameter; errors become a one-line ConversionError with line and column.
+
+    A field Caffe's schema does not know is refused, as Caffe's own parser refuses it (a
+    misspelled ``alpah`` would otherwise leave the default alpha: another network). Only with
+    ``allow_unknown`` (fields from a Caffe fork) are such fields skipped; each is then appended
+    to ``unknown`` as ``"line L, column C: Message.field"``.
     """
     m = _FORK_OPTIONS.search(text)
     if m:
@@ -166,19 +242,31 @@ def parse_prototxt_text(text: str, path: Path, unknown: list[str] | None = None)
     try:
         try:
             text_format.Parse(text, net)
+            return net
         except text_format.ParseError as e:
-            if "has no field named" not in str(e) and "no value named" not in str(e):
+            bad = _UNKNOWN_FIELD.search(str(e))
+            if bad is None:
                 raise
-            if unknown is not None:
-                unknown.append(str(e).split("\n")[0])
-            net = proto.NetParameter()
-            text_format.Parse(text, net, allow_unknown_field=True)
+            if not allow_unknown:
+                raise ConversionError(
+                    f"{path}: line {e.GetLine()}, column {e.GetColumn()}: unknown field "
+                    f"{bad.group(2)!r} in {bad.group(1)} (Caffe refuses it; for fields from a Caffe "
+                    "fork, --allow-unknown-fields / allow_unknown_fields=True skips them)"
+                ) from None
+            first = (e.GetLine(), e.GetColumn(), bad.group(1).rsplit(".", 1)[-1], bad.group(2))
+        net = proto.NetParameter()
+        text_format.Parse(text, net, allow_unknown_field=True)
     except text_format.ParseError as e:
         line, col = e.GetLine(), e.GetColumn()
         msg = str(e).split("\n")[0]
         if line is not None and msg.startswith(f"{line}:{col}"):
             msg = msg[len(f"{line}:{col}") :].lstrip(" :")
         raise ConversionError(f"{path}: syntax error at line {line}, column {col}: {msg}") from None
+    found = unknown_fields(text)
+    if first[:2] not in {f[:2] for f in found}:
+        found.insert(0, first)
+    if unknown is not None:
+        unknown.extend(f"line {ln}, column {col}: {msg}.{name}" for ln, col, msg, name in found)
     return net
 
 
@@ -227,15 +315,16 @@ def net_from_param(net: Any, path: Path) -> CaffeNet:
     return CaffeNet(net.name, inputs, kept, path, transform, v1, ignored)
 
 
-def read_prototxt(path: str | Path) -> CaffeNet:
-    """Read a deploy prototxt (current or V1 format)."""
+def read_prototxt(path: str | Path, allow_unknown_fields: bool = False) -> CaffeNet:
+    """Read a deploy prototxt (current or V1 format). Fields unknown to Caffe's schema are refused
+    unless ``allow_unknown_fields`` (then skipped and listed in ``unknown_fields``)."""
     path = Path(path)
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise ConversionError(f"{path}: cannot read prototxt ({e})") from None
     unknown: list[str] = []
-    net = net_from_param(parse_prototxt_text(text, path, unknown), path)
+    net = net_from_param(parse_prototxt_text(text, path, unknown, allow_unknown_fields), path)
     net.unknown_fields = unknown
     return net
 
@@ -324,6 +413,8 @@ def read_caffemodel(path: str | Path) -> dict[str, list[np.ndarray]]:
         raw = path.read_bytes()
     except OSError as e:
         raise ConversionError(f"{path}: cannot read weights ({e})") from None
+    if not raw:
+        raise ConversionError(f"{path}: the caffemodel is empty (0 bytes)")
     out: dict[str, list[np.ndarray]] = {}
     layer = "?"
     seen = 0
@@ -347,7 +438,7 @@ def read_caffemodel(path: str | Path) -> dict[str, list[np.ndarray]]:
     except (IndexError, ValueError) as e:
         where = f"after layer {layer!r}" if layer != "?" else "in its first layer"
         raise ConversionError(f"{path}: corrupt or truncated caffemodel {where} ({e})") from None
-    if not seen and raw:
+    if not seen:
         raise ConversionError(f"{path}: no layers found (not a caffemodel?)")
     return out
 

@@ -66,6 +66,11 @@ def eval_fraction(v: str) -> float:
     help="KEY=VALUE (channel_order=BGR, scale=1/255, mean=104,117,123, std=..., layout=NCHW).",
 )
 @click.option("--trust-code", is_flag=True, help="Allow Keras Lambda layers (runs their code).")
+@click.option(
+    "--allow-unknown-fields",
+    is_flag=True,
+    help="Caffe: skip prototxt fields unknown to Caffe (from a Caffe fork), each named on stderr.",
+)
 @click.option("--mirror", "mirrors", multiple=True, help="Mirror base URL for registry ids.")
 def convert(
     source: str,
@@ -75,12 +80,15 @@ def convert(
     arch: str | None,
     preprocess: tuple[str, ...],
     trust_code: bool,
+    allow_unknown_fields: bool,
     mirrors: tuple[str, ...],
 ) -> None:
     """Convert SOURCE (a file or a registry id) into a zoo model folder (PyTorch and/or ONNX)."""
     from zoo import convert as zconvert
 
     kw: dict[str, Any] = {"mirrors": list(mirrors)} if mirrors else {}
+    if allow_unknown_fields:
+        kw["allow_unknown_fields"] = True
     out = zconvert.convert(
         source,
         out_dir,
@@ -123,6 +131,8 @@ def verify(out_dir: str, reference: str, atol: float, inputs: str, batch: int, s
             click.echo(f"{k}: {res[k]}")
     for name, r in (res.get("outputs") or {}).items():
         click.echo(f"  {name}: {r}")
+    if res.get("errors"):
+        raise VerificationError(f"{out_dir}: {res['errors'][0]}")
     if not res.get("passed", False):
         raise VerificationError(
             f"{out_dir}: outputs differ beyond tolerance {atol} (rel {res.get('rel')}, "
