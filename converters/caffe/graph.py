@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from converters.graph_torch import caffe_pool_out, reshape_shape
 from zoo.errors import ConversionError
 
 from ..folder import GRAPH_FORMAT, GRAPH_VERSION
 from ..layermap import LayerMap, LayerMapRow
 from .reader import CaffeNet
-from .shapes import caffe_pool_out, reshape_shape
+
 
 
 def sanitize(name: str, taken: set[str]) -> str:
@@ -33,6 +34,11 @@ def sanitize(name: str, taken: set[str]) -> str:
         i += 1
     taken.add(s)
     return s
+
+
+def _f32(v: float) -> float:
+    """A float32 prototxt value as the decimal it was written as (0.999, not 0.99900001)."""
+    return float(str(np.float32(v)))
 
 
 def _axis(a: int, ndim: int) -> int:
@@ -134,8 +140,8 @@ def _layer_spec(layer: Any, ins: list[list[int]]) -> NodeSpec:  # noqa: C901 - o
         )
     if t in ("Sigmoid", "TanH"):
         return NodeSpec(t.lower(), {}, {}, [x], [])
-    if t == "Dropout":
-        return NodeSpec("identity", {}, {}, [x], [])
+    if t == "Dropout":  # nn.Dropout: zeroes and rescales by 1 / (1 - ratio) in train mode only
+        return NodeSpec("dropout", {"ratio": _f32(layer.dropout_param.dropout_ratio)}, {}, [x], [])
     if t == "LRN":
         p = layer.lrn_param
         region = "across_channels" if p.norm_region == 0 else "within_channel"
@@ -154,9 +160,17 @@ def _layer_spec(layer: Any, ins: list[list[int]]) -> NodeSpec:  # noqa: C901 - o
             ([c], "running_var", "divide_by_blob2"),
             ([1], None, "scale_factor"),
         ]
+        p = layer.batch_norm_param
+        attrs = {
+            "eps": float(p.eps),
+            # train mode: torch momentum = 1 - moving_average_fraction (graph_torch.BatchNorm2d)
+            "moving_average_fraction": _f32(p.moving_average_fraction),
+        }
+        if p.HasField("use_global_stats"):
+            attrs["use_global_stats"] = bool(p.use_global_stats)  # recorded; train()/eval() decide
         return NodeSpec(
             "batch_norm",
-            {"eps": float(layer.batch_norm_param.eps)},
+            attrs,
             {"running_mean": [c], "running_var": [c]},
             [x],
             blobs,

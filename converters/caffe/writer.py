@@ -84,7 +84,7 @@ def random_weights(net: CaffeNet | str | Path, seed: int = 0) -> dict[str, list[
     """Random blobs ({layer: [arrays in Caffe layout]}) for every layer of a deploy prototxt."""
     import torch
 
-    from ..graph_torch import GraphModule
+    from ..graph_torch import GraphModule, run_node
 
     if not isinstance(net, CaffeNet):
         net = read_prototxt(net)
@@ -145,7 +145,7 @@ def random_weights(net: CaffeNet | str | Path, seed: int = 0) -> dict[str, list[
             for p, v in vals.items():
                 getattr(mod, p).copy_(torch.from_numpy(v))
                 state[f"{node['module']}.{p}"] = v
-            outs = mod(*xs)
+            outs = run_node(mod, xs)
             for name, t in zip(node["outputs"], outs, strict=True):
                 env[name] = t
 
