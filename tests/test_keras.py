@@ -134,7 +134,7 @@ def test_input_is_nchw(key: str, converted: dict[str, Path]) -> None:
     graph = json.loads((converted[key] / "graph.json").read_text())
     assert graph["inputs"][0]["shape"] == [1, c, h, w]
     card = json.loads((converted[key] / "card.json").read_text())
-    assert card["architecture"]["artifacts"]["model.safetensors"]["layout"] == "NCHW"
+    assert card["architecture"]["details"]["artifacts"]["model.safetensors"]["layout"] == "NCHW"
     with torch.no_grad():
         assert model(torch.zeros(2, c, h, w)).shape[0] == 2
         if c != h:
@@ -222,7 +222,7 @@ def test_onnx_matches_tf_keras(key: str, testdata: Path, tmp_path: Path, referen
     out = convert_keras(testdata / FILES[key][0], tmp_path / "o", to="onnx")
     assert not (out / "model.safetensors").exists()
     card = json.loads((out / "card.json").read_text())
-    assert card["architecture"]["artifacts"]["model.onnx"]["layout"] == "NHWC"
+    assert card["architecture"]["details"]["artifacts"]["model.onnx"]["layout"] == "NHWC"
     onnx.checker.check_model(str(out / "model.onnx"))
     x, ref = references[key]
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -355,24 +355,145 @@ def test_preprocessing_travels_into_the_card(tmp_path: Path, testdata: Path) -> 
 
 @pytest.mark.parametrize("key", list(FILES))
 def test_layermap_applies_both_ways(key: str, testdata: Path, converted: dict[str, Path]) -> None:
-    """layermap.json + the Keras file's tensors rebuild model.safetensors exactly, and the
-    inverse gives back every Keras tensor (conv, depthwise, separable, dense layouts)."""
+    """layermap.json applied (converters.layermap, the one implementation of each step) to the
+    Keras file's own tensors rebuilds model.safetensors bit for bit, and the inverse gives back
+    every Keras tensor exactly (conv, depthwise, separable, dense layouts)."""
     from safetensors.numpy import load_file
 
     from converters.keras.reader import read_keras
-    from converters.keras.transforms import apply_to_source, apply_to_target
     from converters.layermap import LayerMap
 
     lm = LayerMap.load(converted[key] / "layermap.json")
     assert lm.source_format == "keras" and len(lm) > 0
     src = read_keras(testdata / FILES[key][0])
-    blobs = {name: [a for _, a in ws] for name, ws in src.weights.items()}
+    blobs = {name: [a for _, a in ws] for name, ws in src.weights.items() if ws}
     state = load_file(str(converted[key] / "model.safetensors"))
-    rebuilt = apply_to_target(lm.rows, blobs)
-    assert set(rebuilt) == set(state)
-    assert all(np.array_equal(rebuilt[k], state[k]) for k in state)
-    back = apply_to_source(lm.rows, state)
+    rebuilt = lm.to_target(blobs)
+    assert list(rebuilt) == list(state)
+    for k in state:
+        assert rebuilt[k].dtype == state[k].dtype and rebuilt[k].tobytes() == state[k].tobytes(), k
+    back = lm.to_source(state)
+    assert set(back) == set(blobs)
     for name, arrays in back.items():
         assert len(arrays) == len(blobs[name])
-        assert all(np.array_equal(a, b) for a, b in zip(arrays, blobs[name], strict=True))
+        for a, b in zip(arrays, blobs[name], strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b), name
     assert lm.match(state).ok
+
+
+def test_layermap_rows_have_numeric_steps(converted: dict[str, Path]) -> None:
+    """Every step is in the shared vocabulary with numbers (no symbols): a depthwise kernel
+    (kh, kw, C, M) is reshape(kh,kw,C*M,1) > permute(2,3,0,1), a conv kernel permute(3,2,0,1)."""
+    lm = json.loads((converted["vww_96"] / "layermap.json").read_text())
+    assert lm["format"] == "zoo-layermap" and lm["version"] == 2 and lm["source_format"] == "keras"
+    rows = {r["target"]: r for r in lm["rows"]}
+    dw = rows["depthwise_conv2d.weight"]
+    kh, kw, c, m = dw["source_shape"]
+    assert dw["steps"] == [f"reshape({kh},{kw},{c * m},1)", "permute(2,3,0,1)"]
+    assert dw["target_shape"] == [c * m, 1, kh, kw]
+    assert rows["conv2d.weight"]["steps"] == ["permute(3,2,0,1)"]
+    assert rows["dense.weight"]["steps"] == ["transpose"]
+    assert rows["conv2d.bias"]["steps"] == [] and rows["batch_normalization.running_var"]["steps"] == []
+
+
+def test_layermap_with_unknown_step_refused(converted: dict[str, Path], tmp_path: Path) -> None:
+    from converters.layermap import LayerMap, LayerMapError
+
+    d = json.loads((converted["vww_96"] / "layermap.json").read_text())
+    LayerMap.from_dict(d)  # as written, it loads
+    d["rows"][0]["steps"] = ["permute(3,2,0,1)", "flip(0)"]
+    bad = tmp_path / "layermap.json"
+    bad.write_text(json.dumps(d))
+    with pytest.raises(LayerMapError, match="unknown layer-map step 'flip"):
+        LayerMap.load(bad)
+    d["rows"][0]["steps"] = ["reshape(kh,kw,C*M,1)"]  # the old symbolic spelling
+    bad.write_text(json.dumps(d))
+    with pytest.raises(LayerMapError, match="arguments must be numbers"):
+        LayerMap.load(bad)
+
+
+NODE_KEYS = {"name", "module", "type", "op", "attrs", "inputs", "outputs", "params", "output_shapes"}
+
+
+@pytest.mark.parametrize("key", list(FILES))
+def test_graph_nodes_use_the_shared_schema(key: str, converted: dict[str, Path]) -> None:
+    """graph.json in the one zoo-graph dialect: the shared format/version, every node with the
+    Caffe node keys, ``output_shapes`` NCHW with the batch axis (what the module really produces
+    at the graph's input shape) and ``params`` the module's own tensors and shapes."""
+    from converters.folder import GRAPH_FORMAT, GRAPH_VERSION
+
+    graph = json.loads((converted[key] / "graph.json").read_text())
+    assert (graph["format"], graph["version"]) == (GRAPH_FORMAT, GRAPH_VERSION)
+    assert graph["inputs"][0]["batch"] == "free" and graph["inputs"][0]["shape"][0] == 1
+    model = load_keras_folder(converted[key])
+    state = model.state_dict()
+    trace = model.run_layers(torch.rand(*graph["inputs"][0]["shape"]))
+    for node in graph["nodes"]:
+        assert set(node) == NODE_KEYS, node["name"]
+        assert "out_shape" not in node
+        assert len(node["output_shapes"]) == len(node["outputs"]) == 1
+        assert [list(t.shape) for t in trace[node["name"]]] == node["output_shapes"], node["name"]
+        own = {
+            k[len(node["module"]) + 1 :]: list(v.shape)
+            for k, v in state.items()
+            if k.startswith(node["module"] + ".") and not k.endswith("num_batches_tracked")
+        }
+        assert node["params"] == own, node["name"]
+
+
+def test_declared_batch_is_the_graph_batch(tmp_path: Path, testdata: Path) -> None:
+    """A model whose input declares its batch keeps it in the shapes (and says so)."""
+
+    def pin_batch(cfg: dict, f: h5py.File) -> None:
+        cfg["config"]["layers"][0]["config"]["batch_input_shape"][0] = 2
+
+    src = _copy_with_config(testdata / FILES["vww_96"][0], tmp_path / "b2.h5", pin_batch)
+    out = convert_keras(src, tmp_path / "o")
+    graph = json.loads((out / "graph.json").read_text())
+    assert graph["inputs"][0]["batch"] == "declared" and graph["inputs"][0]["shape"] == [2, 3, 96, 96]
+    assert {n["output_shapes"][0][0] for n in graph["nodes"]} == {2}
+    assert graph["nodes"][-1]["output_shapes"] == [[2, 2]]
+
+
+# --- the keras.applications spec (one parser) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"classifier_activation": None},
+        {"alpha": 0.25, "include_top": False, "input_shape": [128, 128, 3], "pooling": "avg"},
+        {"weights": "a&b=c%#", "s": "1", "n": "null", "one": [1], "empty": [], "x": "a,b", "d": {"k": [1]}},
+    ],
+)
+def test_keras_app_spec_round_trip(kwargs: dict) -> None:
+    from converters.keras.reader import app_spec, format_keras_app_spec, parse_keras_app_spec
+
+    text = format_keras_app_spec("MobileNet", kwargs)
+    assert text.startswith("keras.applications:MobileNet")
+    assert parse_keras_app_spec(text) == ("MobileNet", kwargs)
+    assert app_spec(text) == ("MobileNet", kwargs)
+
+
+def test_keras_app_spec_spellings() -> None:
+    from converters.keras.reader import app_spec, format_keras_app_spec, parse_keras_app_spec
+
+    want = ("MobileNet", {"alpha": 0.25, "include_top": False, "input_shape": [128, 128, 3], "weights": None})
+    for text in (
+        "keras.applications:MobileNet?alpha=0.25&include_top=false&input_shape=128,128,3&weights=none",
+        "keras:MobileNet?alpha=0.25&include_top=false&input_shape=[128,128,3]&weights=null",
+    ):
+        assert parse_keras_app_spec(text) == want
+    assert format_keras_app_spec(*want) == (
+        "keras.applications:MobileNet?alpha=0.25&include_top=false&input_shape=128,128,3&weights=null"
+    )
+    assert app_spec({"builder": "keras.applications.VGG16", "kwargs": {"classes": 10}}) == (
+        "VGG16",
+        {"classes": 10},
+    )
+    assert app_spec("keras.applications.VGG16") == ("VGG16", {})
+    assert app_spec("config.json") is None
+    for bad in ("keras.applications:Mobile Net", "keras.applications:VGG16?classes", "vgg16"):
+        with pytest.raises(ConversionError):
+            parse_keras_app_spec(bad)

@@ -14,12 +14,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from keras_fixtures import make_app
 from torch import nn
 
 from converters.keras import convert_keras
 from converters.keras.convert import load_keras_folder
 from converters.keras.preprocess import APPLICATIONS
-from converters.keras.subproc import run_worker
 
 APPS = [
     "VGG16",
@@ -37,7 +37,7 @@ APPS = [
 @pytest.mark.parametrize("name", APPS)
 def test_keras_application_matches_keras(name: str, tmp_path: Path) -> None:
     kwargs = {"classifier_activation": None}  # compare logits, not saturated probabilities
-    run_worker(["app-make", name, json.dumps(kwargs), str(tmp_path), "0"], env={"KERAS_BACKEND": "torch"})
+    make_app(name, kwargs, tmp_path)
     weights = tmp_path / "weights.h5"
     with h5py.File(weights, "r") as f:  # the published weights-only layout, nothing else
         assert "layer_names" in f.attrs and "model_config" not in f.attrs
@@ -82,7 +82,7 @@ def test_keras_application_weights_to_onnx(name: str, tmp_path: Path) -> None:
     import onnxruntime as ort
 
     kwargs = {"classifier_activation": None}
-    run_worker(["app-make", name, json.dumps(kwargs), str(tmp_path), "0"], env={"KERAS_BACKEND": "torch"})
+    make_app(name, kwargs, tmp_path)
     arch = f"keras.applications:{name}?classifier_activation=null"
     out = convert_keras(tmp_path / "weights.h5", tmp_path / "out", to="onnx", arch=arch)
     x, ref = np.load(tmp_path / "x.npy"), np.load(tmp_path / "y.npy")

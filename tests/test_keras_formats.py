@@ -15,10 +15,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from keras_fixtures import make_coverage
 
 from converters.keras import convert_keras
 from converters.keras.convert import load_keras_folder
-from converters.keras.subproc import run_worker
 
 pytestmark = pytest.mark.slow
 
@@ -26,15 +26,40 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tfk(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("cov_tf_keras")
-    run_worker(["coverage", "tf_keras", str(d)], env={"TF_USE_LEGACY_KERAS": "1"})
-    return d
+    return make_coverage("tf_keras", d)
 
 
 @pytest.fixture(scope="module")
 def k3(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("cov_keras3")
-    run_worker(["coverage", "keras3", str(d)], env={"KERAS_BACKEND": "tensorflow"})
-    return d
+    return make_coverage("keras3", d)
+
+
+def _check_layermap(folder: Path, source: Path, arch: Path | None = None) -> None:
+    """layermap.json applied to the Keras file's tensors gives model.safetensors bit for bit
+    (beside the constants the file does not store: BatchNormalization(center=False)'s zero bias),
+    and the inverse gives back every stored tensor, Normalization's unused ``count`` included."""
+    from safetensors.numpy import load_file
+
+    from converters.keras.reader import read_keras
+    from converters.layermap import LayerMap
+
+    lm = LayerMap.load(folder / "layermap.json")
+    blobs = {n: [a for _, a in ws] for n, ws in read_keras(source, arch=arch).weights.items() if ws}
+    state = load_file(str(folder / "model.safetensors"))
+    rebuilt = lm.to_target(blobs)
+    assert all(rebuilt[k].tobytes() == state[k].tobytes() for k in rebuilt)
+    constants = sorted(set(state) - set(rebuilt))
+    assert constants == (["bn_sep.bias"] if "bn_sep.weight" in state else []), constants
+    for k in constants:
+        assert not np.any(state[k])
+    assert lm.match(state).unexpected == constants and not lm.match(state).unmatched
+    back = lm.to_source(state)
+    assert set(back) == set(blobs)
+    for n, arrays in back.items():
+        assert len(arrays) == len(blobs[n])
+        for a, b in zip(arrays, blobs[n], strict=True):  # a scalar (count) comes back as [x]
+            assert np.array_equal(a.reshape(np.shape(b)), b), n
 
 
 def _check(folder: Path, d: Path, kind: str) -> float:
@@ -53,6 +78,7 @@ def _check(folder: Path, d: Path, kind: str) -> float:
 def test_legacy_full_model_h5(tfk: Path, tmp_path: Path, kind: str) -> None:
     out = convert_keras(tfk / f"{kind}.h5", tmp_path / "o")
     print(f"tf-keras {kind}.h5: max|diff| {_check(out, tfk, kind):.3g}")
+    _check_layermap(out, tfk / f"{kind}.h5")
 
 
 @pytest.mark.parametrize("kind", ["func", "seq"])
@@ -66,12 +92,14 @@ def test_legacy_weights_only_h5(tfk: Path, tmp_path: Path, kind: str) -> None:
         )
     out = convert_keras(tfk / f"{kind}_weights.h5", tmp_path / "o", arch=tfk / f"{kind}.json")
     print(f"tf-keras {kind}_weights.h5: max|diff| {_check(out, tfk, kind):.3g}")
+    _check_layermap(out, tfk / f"{kind}_weights.h5", tfk / f"{kind}.json")
 
 
 @pytest.mark.parametrize("kind", ["func", "seq"])
 def test_keras3_dot_keras(k3: Path, tmp_path: Path, kind: str) -> None:
     out = convert_keras(k3 / f"{kind}.keras", tmp_path / "o")
     print(f"keras3 {kind}.keras: max|diff| {_check(out, k3, kind):.3g}")
+    _check_layermap(out, k3 / f"{kind}.keras")
     graph = json.loads((out / "graph.json").read_text())
     cfg = json.loads((k3 / f"{kind}.json").read_text())
     names = [la["config"]["name"] for la in cfg["config"]["layers"] if la["class_name"] != "InputLayer"]
@@ -82,6 +110,7 @@ def test_keras3_dot_keras(k3: Path, tmp_path: Path, kind: str) -> None:
 def test_keras3_weights_h5(k3: Path, tmp_path: Path, kind: str) -> None:
     out = convert_keras(k3 / f"{kind}.weights.h5", tmp_path / "o", arch=k3 / f"{kind}.json")
     print(f"keras3 {kind}.weights.h5: max|diff| {_check(out, k3, kind):.3g}")
+    _check_layermap(out, k3 / f"{kind}.weights.h5", k3 / f"{kind}.json")
 
 
 ONNX_CASES = [
@@ -104,8 +133,8 @@ def test_onnx(
     out = convert_keras(d / fname, tmp_path / "o", to="all", arch=None if arch is None else d / arch)
     onnx.checker.check_model(str(out / "model.onnx"))
     card = json.loads((out / "card.json").read_text())
-    assert card["architecture"]["artifacts"]["model.onnx"]["layout"] == "NHWC"
-    assert card["architecture"]["artifacts"]["model.safetensors"]["layout"] == "NCHW"
+    assert card["architecture"]["details"]["artifacts"]["model.onnx"]["layout"] == "NHWC"
+    assert card["architecture"]["details"]["artifacts"]["model.safetensors"]["layout"] == "NCHW"
     x, ref = np.load(d / f"x_{kind}.npy"), np.load(d / f"y_{kind}.npy")
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] and sess.get_inputs()[0].shape[1:] == list(x.shape[1:])

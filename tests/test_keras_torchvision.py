@@ -9,19 +9,15 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from keras_fixtures import make_app
 
-from converters.keras.subproc import run_worker
 from converters.keras.to_torchvision import keras_to_torchvision
 from converters.layermap import LayerMap
 from zoo.errors import ConversionError
 
 
 def _make(name: str, out: Path) -> Path:
-    run_worker(
-        ["app-make", name, json.dumps({"classifier_activation": None}), str(out), "0"],
-        env={"KERAS_BACKEND": "torch"},
-    )
-    return out
+    return make_app(name, {"classifier_activation": None}, out)
 
 
 @pytest.mark.slow
@@ -43,20 +39,24 @@ def test_keras_vgg_to_torchvision_vgg(name: str, tmp_path: Path) -> None:
     rows = {r.target: r for r in lm.rows}
     assert set(rows) == set(model.state_dict())
     assert rows["classifier.0.weight"].source == "fc1"
-    assert "nhwc_to_nchw(7,7,512)" in rows["classifier.0.weight"].transform
-    assert "nhwc" not in rows["classifier.3.weight"].transform
+    assert rows["classifier.0.weight"].steps_str() == "transpose > nhwc_to_nchw(7,7,512)"
+    assert rows["classifier.3.weight"].steps_str() == "transpose"
     assert rows["features.0.weight"].source == "block1_conv1"
-    again = LayerMap.from_json(lm.to_json())
+    assert rows["features.0.weight"].steps_str() == "permute(3,2,0,1)"
+    again = LayerMap.from_dict(json.loads(json.dumps(lm.to_dict())))
     assert again.match({k: v.numpy() for k, v in state.items()}).ok
-    # and back: torchvision weights -> the Keras file's tensors, exactly
+    # the map applied to the Keras file's tensors is the state dict, bit for bit
     from converters.keras.reader import read_keras
-    from converters.keras.transforms import apply_to_source
 
-    keras_w = read_keras(d / "weights.h5").weights
-    back = apply_to_source(again.rows, state)
-    assert set(back) == {n for n, ws in keras_w.items() if ws}
+    keras_w = {n: [a for _, a in ws] for n, ws in read_keras(d / "weights.h5").weights.items() if ws}
+    rebuilt = again.to_target(keras_w)
+    assert list(rebuilt) == list(state)
+    assert all(rebuilt[k].tobytes() == state[k].numpy().tobytes() for k in state)
+    # and back: torchvision weights -> the Keras file's tensors, exactly
+    back = again.to_source(state)
+    assert set(back) == set(keras_w)
     for n, arrays in back.items():
-        assert all(np.array_equal(a, b) for a, (_, b) in zip(arrays, keras_w[n], strict=True))
+        assert all(np.array_equal(a, b) for a, b in zip(arrays, keras_w[n], strict=True))
     # without the permutation the numbers are wrong: the permutation is what makes this work
     bad = dict(state)
     bad["classifier.0.weight"] = (

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from keras_fixtures import make_coverage
 from safetensors.numpy import load_file, save_file
 
 from converters.keras import convert_keras
@@ -40,11 +41,9 @@ def test_verify_names_first_diverging_layer(testdata: Path, tmp_path: Path) -> N
 
 
 def test_verify_keras3_and_weights_only(tmp_path: Path) -> None:
-    from converters.keras.subproc import run_worker
-
     d = tmp_path / "src"
     d.mkdir()
-    run_worker(["coverage", "keras3", str(d)], env={"KERAS_BACKEND": "tensorflow"})
+    make_coverage("keras3", d)
     res = verify_folder(
         convert_keras(d / "func.keras", tmp_path / "k3", to="all"), reference="source", batch=2
     )
@@ -78,7 +77,7 @@ def test_cli_convert_keras_file_then_verify(testdata: Path, tmp_path: Path) -> N
     assert r.returncode == 0, r.stderr
     conv = json.loads((out / "card.json").read_text())
     assert conv["preprocess"]["scale"] == pytest.approx(1 / 255) and conv["preprocess"]["layout"] == "NCHW"
-    assert conv["architecture"]["artifacts"]["model.onnx"]["layout"] == "NHWC"
+    assert conv["architecture"]["details"]["artifacts"]["model.onnx"]["layout"] == "NHWC"
     r = zoo("verify", str(out), "--batch", "3")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "tf-keras" in r.stdout and r.stdout.strip().endswith("passed")

@@ -7,6 +7,9 @@ torch loaded (importing TensorFlow beside torch segfaults). Commands:
 - ``onnx MODEL OUT.onnx OPSET``: tf2onnx conversion from the tf-keras model (NHWC kept).
 - ``app-config NAME KWARGS_JSON OUT.json``: a keras.applications config (KERAS_BACKEND=torch).
 - ``app-predict NAME KWARGS_JSON WEIGHTS.h5 IN.npy OUT.npy``: keras.applications reference.
+- ``reference MODEL ARCH OUT.npz LAYERS IN.npy...``: the source Keras's outputs (``verify``).
+
+Test fixtures (models built and saved by Keras) live in ``tests/keras_fixtures.py``, not here.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+
+from converters.keras.reader import is_keras_app_spec, parse_keras_app_spec
 
 
 def _tf_keras():  # noqa: ANN202
@@ -45,12 +50,8 @@ def _tf_keras_model(model_path: str, arch: str):  # noqa: ANN202
     if not arch:
         return _load(model_path)
     keras = _tf_keras()
-    if arch.startswith(("keras.applications:", "keras:")):
-        name, _, kw = arch.split(":", 1)[1].partition("?")
-        kwargs = {}
-        for part in filter(None, kw.split("&")):
-            k, _, v = part.partition("=")
-            kwargs[k] = json.loads(v)
+    if is_keras_app_spec(arch):
+        name, kwargs = parse_keras_app_spec(arch)
         model = getattr(keras.applications, name)(weights=None, **kwargs)
     else:
         with open(arch) as fh:
@@ -135,188 +136,6 @@ def app_predict(name: str, kwargs: str, weights: str, in_npy: str, out_npy: str)
     np.save(out_npy, np.asarray(keras_to_numpy(y), dtype=np.float32))
 
 
-def app_make(name: str, kwargs: str, out_dir: str, seed: str) -> None:
-    """Test fixture: keras.applications.NAME(weights=None) with every variable re-randomized
-    (BN moving variance small and positive so epsilon matters, biases non-zero), saved in the
-    legacy HDF5 weights layout, plus random inputs and Keras's own outputs on them."""
-    from pathlib import Path
-
-    import h5py
-    import numpy as np
-    from keras.src.legacy.saving import legacy_h5_format
-
-    model = _app(name, kwargs)
-    rng = np.random.default_rng(int(seed))
-    for layer in model.layers:
-        names = {v.path.split("/")[-1] for v in layer.weights}
-        # without gamma (scale=False, e.g. InceptionV3) a tiny variance would blow activations up
-        var_range = (5e-4, 2e-3) if "gamma" in names or "moving_variance" not in names else (0.5, 1.5)
-        for v in layer.weights:
-            shape = tuple(v.shape)
-            vname = v.path.split("/")[-1]
-            if vname == "moving_variance" or vname == "variance":
-                a = rng.uniform(*var_range, shape)
-            elif vname == "moving_mean" or vname == "mean":
-                a = rng.normal(0.0, 0.05, shape)
-            elif vname == "gamma":
-                a = rng.uniform(0.02, 0.05, shape)
-            elif vname in ("beta", "bias"):
-                a = rng.normal(0.0, 0.1, shape)
-            elif vname == "count":
-                continue
-            else:  # kernels: variance-preserving scale
-                fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-                if "depthwise" in vname:
-                    fan_in = int(np.prod(shape[:2]))
-                a = rng.normal(0.0, np.sqrt(1.0 / max(fan_in, 1)), shape)
-            v.assign(a.astype("float32"))
-    out = Path(out_dir)
-    with h5py.File(out / "weights.h5", "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, model)
-    (out / "config.json").write_text(model.to_json())
-    shape = tuple(int(s) for s in model.inputs[0].shape[1:])
-    x = rng.uniform(-1.0, 1.0, (2, *shape)).astype("float32")
-    np.save(out / "x.npy", x)
-    np.save(out / "y.npy", np.asarray(keras_to_numpy(model(x, training=False)), dtype=np.float32))
-
-
-def _coverage_models(keras, np):  # noqa: ANN001, ANN202
-    """Test fixture: a Functional model touching every supported layer type (odd sizes so 'same'
-    padding is asymmetric) and a small Sequential model."""
-    L = keras.layers  # noqa: N806
-    rng = np.random.default_rng(0)
-    inp = keras.Input((33, 30, 3), name="image")
-    x = L.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inp)
-    norm = L.Normalization(axis=-1, name="norm")
-    norm.adapt(rng.uniform(-1, 1, (16, 33, 30, 3)).astype("float32") * [1.0, 2.0, 0.5] + [0.1, -0.2, 0.3])
-    x = norm(x)
-    x = L.ZeroPadding2D(((1, 2), (0, 1)), name="zpad")(x)
-    x = L.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="conv_s2")(x)
-    a = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(x)
-    a = L.BatchNormalization(epsilon=1e-3, momentum=0.9, name="bn_dw")(a)
-    a = L.ReLU(max_value=6.0, name="relu6")(a)
-    b = L.SeparableConv2D(16, 3, padding="same", name="sep")(x)
-    b = L.BatchNormalization(name="bn_sep", center=False)(b)
-    b = L.ReLU(negative_slope=0.1, name="leaky")(b)
-    c = L.Conv2D(16, 3, dilation_rate=2, padding="same", activation="sigmoid", name="conv_dil")(x)
-    d = L.DepthwiseConv2D(3, strides=2, padding="same", name="dw_s2")(x)
-    x = L.Add(name="add")([a, b])
-    x = L.Multiply(name="mul")([x, c])
-    x = L.Concatenate(name="cat")([x, a])
-    x = L.MaxPooling2D(3, strides=2, padding="same", name="maxpool")(x)
-    x = L.Concatenate(name="cat2")([x, d, d])
-    x = L.AveragePooling2D(3, strides=2, padding="same", name="avgpool")(x)
-    x = L.Activation("tanh", name="tanh")(x)
-    g1 = L.GlobalAveragePooling2D(name="gap")(x)
-    g2 = L.GlobalMaxPooling2D(name="gmp")(x)
-    px = L.Dense(8, activation="relu", name="dense_px")(x)  # Dense on an image: per pixel
-    g3 = L.GlobalAveragePooling2D(name="gap_px")(px)
-    y = L.Concatenate(name="cat_vec")([g1, g2, g3])
-    y = L.Reshape((8, 13), name="reshape_seq")(y)
-    y = L.Dense(6, name="dense_seq")(y)  # Dense on a sequence (rank 3)
-    y = L.Reshape((2, 4, 6), name="reshape")(y)
-    y = L.Flatten(name="flatten")(y)
-    y = L.Dense(10, name="dense")(y)
-    y = L.Dropout(0.5, name="drop")(y)
-    out = L.Softmax(name="softmax")(y)
-    func = keras.Model(inp, out, name="coverage")
-    seq = keras.Sequential(
-        [
-            keras.Input((12, 12, 2)),
-            L.Conv2D(4, 3, strides=2, padding="same", name="c1"),
-            L.BatchNormalization(name="b1"),
-            L.Activation("relu", name="r1"),
-            L.MaxPooling2D(2, name="p1"),
-            L.Flatten(name="f1"),
-            L.Dense(5, activation="softmax", name="d1"),
-        ],
-        name="seq",
-    )
-    for m in (func, seq):
-        for layer in m.layers:
-            for v in layer.weights:
-                vn = v.name.split("/")[-1].split(":")[0]
-                if vn == "count" or layer.name == "norm":  # adapted statistics stay as adapted
-                    continue
-                shape = tuple(v.shape)
-                if "variance" in vn:
-                    a_ = rng.uniform(0.2, 2.0, shape)
-                else:  # the classifier gets small weights so the softmax is not saturated
-                    a_ = rng.normal(0.0, 0.2 if layer.name == "dense" else 0.5, shape)
-                v.assign(a_.astype("float32"))
-    return func, seq
-
-
-def make_coverage(flavor: str, out_dir: str) -> None:
-    """Save the coverage models with tf-keras (legacy .h5 full + weights-only) or Keras 3
-    (.keras + .weights.h5 + config), with inputs and that Keras's outputs."""
-    from pathlib import Path
-
-    import numpy as np
-
-    out = Path(out_dir)
-    if flavor == "tf_keras":
-        keras = _tf_keras()
-    else:  # Keras 3; the TensorFlow backend pools like TF ('same' averages exclude the padding)
-        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-        import keras
-    func, seq = _coverage_models(keras, np)
-    rng = np.random.default_rng(1)
-    xf = rng.uniform(0, 255, (3, 33, 30, 3)).astype("float32")
-    xs = rng.normal(0, 1, (3, 12, 12, 2)).astype("float32")
-    np.save(out / "x_func.npy", xf)
-    np.save(out / "x_seq.npy", xs)
-    models = [("func", func, xf), ("seq", seq, xs)]
-    if flavor == "tf_keras":  # a Lambda layer: only convertible to ONNX, and only when trusted
-        inp = keras.Input((33, 30, 3))
-        t = keras.layers.Conv2D(4, 3, name="c")(inp)
-        t = keras.layers.Lambda(lambda v: v * 0.5 + 1.0, name="lam")(t)
-        t = keras.layers.GlobalAveragePooling2D(name="g")(t)
-        lam = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="d")(t))
-        np.save(out / "x_lambda.npy", xf / 255.0)
-        models.append(("lambda", lam, xf / 255.0))
-
-    # transfer learning as people write it: a base model used as a layer (names clash)
-    binp = keras.Input((33, 30, 3))
-    t = keras.layers.Conv2D(6, 3, strides=2, padding="same", name="conv")(binp)
-    t = keras.layers.BatchNormalization(name="bn")(t)
-    t = keras.layers.ReLU(name="relu")(t)
-    base = keras.Model(binp, keras.layers.DepthwiseConv2D(3, name="dense")(t), name="base")
-    oinp = keras.Input((33, 30, 3), name="img")
-    t = base(oinp)
-    t = keras.layers.GlobalAveragePooling2D(name="gap")(t)
-    nested = keras.Model(oinp, keras.layers.Dense(4, activation="softmax", name="dense")(t), name="outer")
-    seq_nested = keras.Sequential(
-        [
-            keras.Input((33, 30, 3)),
-            base,
-            keras.layers.Flatten(name="flat"),
-            keras.layers.Dense(3, activation="softmax", name="head"),
-        ],
-        name="seqn",
-    )
-    for m in (nested, seq_nested):
-        for layer in m.layers:
-            for v in layer.weights:
-                if "variance" in v.name:
-                    v.assign(rng.uniform(0.5, 1.5, tuple(v.shape)).astype("float32"))
-                else:
-                    v.assign(rng.normal(0.0, 0.3, tuple(v.shape)).astype("float32"))
-    np.save(out / "x_nested.npy", xf / 255.0)
-    np.save(out / "x_seq_nested.npy", xf / 255.0)
-    models += [("nested", nested, xf / 255.0), ("seq_nested", seq_nested, xf / 255.0)]
-    for name, m, x in models:
-        y = m(x, training=False)
-        np.save(out / f"y_{name}.npy", np.asarray(keras_to_numpy(y) if flavor != "tf_keras" else y.numpy()))
-        (out / f"{name}.json").write_text(m.to_json())
-        if flavor == "tf_keras":
-            m.save(out / f"{name}.h5", save_format="h5")
-            m.save_weights(str(out / f"{name}_weights.h5"), save_format="h5")
-        else:
-            m.save(out / f"{name}.keras")
-            m.save_weights(out / f"{name}.weights.h5")
-
-
 def keras_to_numpy(y):  # noqa: ANN001, ANN201
     import keras
 
@@ -329,9 +148,8 @@ def _keras3_model(model_path: str, arch: str):  # noqa: ANN202
 
     if model_path.endswith(".keras") and not arch:
         return keras.saving.load_model(model_path, compile=False)
-    if arch.startswith(("keras.applications:", "keras:")):
-        name, _, kw = arch.split(":", 1)[1].partition("?")
-        kwargs = {p.partition("=")[0]: json.loads(p.partition("=")[2]) for p in filter(None, kw.split("&"))}
+    if is_keras_app_spec(arch):
+        name, kwargs = parse_keras_app_spec(arch)
         model = getattr(keras.applications, name)(weights=None, **kwargs)
     else:
         with open(arch) as fh:
@@ -390,8 +208,6 @@ def main(argv: list[str]) -> int:
         "onnx": to_onnx,
         "app-config": app_config,
         "app-predict": app_predict,
-        "app-make": app_make,
-        "coverage": make_coverage,
         "reference": reference,
     }
     fns[cmd](*args)

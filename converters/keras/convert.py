@@ -7,17 +7,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from converters.folder import parse_targets
+from converters.folder import GRAPH_FORMAT, GRAPH_VERSION, parse_targets
 from converters.keras.graph import KerasGraph, build_graph, has_lambda, inputs_only
-from converters.keras.reader import KerasSource, app_spec, app_spec_str, read_keras
+from converters.keras.reader import KerasSource, app_spec, format_keras_app_spec, read_keras
+from zoo.arch import parse as parse_architecture
 from zoo.cards import Checksum, FileRef, ModelCard, Preprocess
 from zoo.errors import ConversionError
 from zoo.fileio import atomic_write_json, sha256_file
 
 CONVERTER = "zoo.converters.keras"
 CONVERTER_VERSION = "1"
-GRAPH_FORMAT = "zoo-graph"
-GRAPH_VERSION = 1
 
 
 def graph_document(g: KerasGraph, src: KerasSource) -> dict[str, Any]:
@@ -42,7 +41,7 @@ def _arch_ref(arch: Any, folder: Path) -> str:
         return ""
     spec = app_spec(arch if not isinstance(arch, Path) else str(arch))
     if spec is not None:
-        return app_spec_str(*spec)
+        return format_keras_app_spec(*spec)
     if isinstance(arch, dict):
         atomic_write_json(folder / "keras_config.json", arch)
         return "keras_config.json"
@@ -142,12 +141,14 @@ def _card(
             "keras_arch": _arch_ref(arch, tmp) or None,
         },
         files=tuple(files),
-        architecture={
-            "graph": "graph.json",
-            "inputs": list(shapes.values()),
-            "outputs": g.outputs,
-            "artifacts": artifacts,
-        },
+        architecture=parse_architecture(
+            {
+                "graph": "graph.json",
+                "inputs": list(shapes.values()),
+                "outputs": g.outputs,
+                "artifacts": artifacts,
+            }
+        ),
         preprocess=pre,
         params=n_params,
         tags=("converted", "keras"),
@@ -186,7 +187,6 @@ def convert_keras(
             raise
         g = inputs_only(src)
     from converters.folder import write_folder
-    from converters.layermap import LayerMap
 
     onnx_info: dict[str, Any] = {}
 
@@ -211,8 +211,7 @@ def convert_keras(
         card = _card(src, g, out_dir, tmp, targets, preprocess, onnx_info, arch)
         atomic_write_json(tmp / "card.json", card.to_dict())
 
-    lm = LayerMap(g.layermap, source_format="keras")
-    write_folder(out_dir, {}, graph_document(g, src), g.tensors, lm.to_dict(), extra=extra)
+    write_folder(out_dir, {}, graph_document(g, src), g.tensors, g.layermap.to_dict(), extra=extra)
     return out_dir
 
 

@@ -1,13 +1,18 @@
-"""Keras model config + weights -> zoo graph nodes and PyTorch-layout tensors.
+"""Keras model config + weights -> zoo graph nodes, the layer map, and PyTorch-layout tensors.
 
-Shapes are tracked in Keras's channels-last layout (without the batch axis); in the PyTorch graph
-every rank-3 (image) tensor is NCHW, so ops that care about axes (flatten, reshape, concat,
-softmax, normalization) convert explicitly. Weights are transposed once here, never at run time:
-conv kernels HWIO -> OIHW, depthwise HW(C,M) -> (C*M)1HW, Dense kernels (in, out) -> (out, in).
+Shapes are tracked in Keras's channels-last layout (without the batch axis) while building; in the
+PyTorch graph every rank-3 (image) tensor is NCHW, so ops that care about axes (flatten, reshape,
+concat, softmax, normalization) convert explicitly, and graph.json records each node's
+``output_shapes`` in that NCHW layout with the batch axis (the shared zoo-graph node schema).
+Weights are never transformed here: each handler records a layer-map row (numeric steps from
+:mod:`converters.layermap`: conv kernels HWIO -> OIHW ``permute(3,2,0,1)``, depthwise HW(C,M) ->
+(C*M)1HW ``reshape(kh,kw,C*M,1) > permute(2,3,0,1)``, Dense kernels ``transpose``) and the tensors
+are the map applied to the Keras weights (:meth:`LayerMap.to_target`), once, never at run time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -16,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from converters.keras.reader import KerasSource, layer_name
+from converters.layermap import LayerMap, LayerMapRow
 from zoo.errors import ConversionError
 
 Shape = tuple  # Keras layout, no batch axis; entries may be None
@@ -23,13 +29,17 @@ Shape = tuple  # Keras layout, no batch axis; entries may be None
 
 @dataclass
 class KerasGraph:
-    """What :func:`build_graph` produces: nodes, tensors by parameter key, layer map rows."""
+    """What :func:`build_graph` produces: nodes, the tensors by parameter key (the layer map applied
+    to ``sources``, plus ``constants``), the layer map, and the Keras weights it reads
+    (``{layer: [arrays]}``, nested models inlined: the layer names the map's rows use)."""
 
     nodes: list[dict[str, Any]]
     inputs: list[dict[str, Any]]
     outputs: list[str]
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
-    layermap: list[dict[str, Any]] = field(default_factory=list)
+    layermap: LayerMap = field(default_factory=lambda: LayerMap([], source_format="keras"))
+    sources: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def sanitize(name: str, used: set[str]) -> str:
@@ -123,6 +133,16 @@ def _input_shape(cfg: dict[str, Any]) -> Shape | None:
     if cfg.get("input_shape") is not None:
         return tuple(cfg["input_shape"])
     return None
+
+
+def _input_batch(cfg: dict[str, Any]) -> int | None:
+    """The batch size an input layer declares (None: left free, as Keras usually does)."""
+    for k in ("batch_shape", "batch_input_shape"):
+        if cfg.get(k) is not None:
+            b = cfg[k][0]
+            return None if b is None else int(b)
+    b = cfg.get("batch_size")
+    return None if b is None else int(b)
 
 
 # --- activations ------------------------------------------------------------------------------
@@ -266,32 +286,38 @@ class _Builder:
         self.trust = trust_code
         self.shapes: dict[str, Shape] = {}
         self.nodes: list[dict[str, Any]] = []
-        self.tensors: dict[str, np.ndarray] = {}
-        self.layermap: list[dict[str, Any]] = []
+        self.rows: list[LayerMapRow] = []
+        self.constants: dict[str, np.ndarray] = {}
+        self.keys: list[str] = []  # state-dict keys in module order (mapped and constant)
+        self.batches: dict[str, int | None] = {}
         self.used: set[str] = set()
         self.mod2layer: dict[str, str] = {}
         self.input_names: list[str] = []
         self.k3 = src.keras_major
 
-    def param(
-        self, mod: str, pname: str, stored: tuple[str, np.ndarray], arr: np.ndarray, transform: str
-    ) -> None:
-        key = f"{mod}.{pname}"
-        self.tensors[key] = np.ascontiguousarray(arr.astype(np.float32))
+    def _blob(self, mod: str, stored: tuple[str, np.ndarray]) -> tuple[str, int]:
         lname = self.mod2layer[mod]
         names = [n for n, _ in self.src.weights.get(lname, [])]
-        node = self.nodes[-1]
-        node.setdefault("params", {})[pname] = list(arr.shape)
-        self.layermap.append(
-            {
-                "source": lname,
-                "blob": names.index(stored[0]),
-                "target": key,
-                "transform": transform,
-                "source_shape": list(stored[1].shape),
-                "target_shape": list(arr.shape),
-            }
-        )
+        return lname, names.index(stored[0])
+
+    def param(self, mod: str, pname: str, stored: tuple[str, np.ndarray], *steps: str) -> None:
+        """Record the layer-map row: Keras tensor ``stored`` -> ``mod.pname`` through ``steps``
+        (numeric, in the :mod:`converters.layermap` vocabulary); the tensor itself comes from
+        applying the map."""
+        key = f"{mod}.{pname}"
+        lname, blob = self._blob(mod, stored)
+        row = LayerMapRow(lname, blob, key, tuple(steps), tuple(np.shape(stored[1])))
+        row = dataclasses.replace(row, target_shape=tuple(row.shapes()[-1]))
+        self.rows.append(row)
+        self.keys.append(key)
+        self.nodes[-1]["params"][pname] = list(row.target_shape or ())
+
+    def unused(self, mod: str, stored: tuple[str, np.ndarray]) -> None:
+        """A stored Keras tensor the module does not need (Normalization's sample ``count``): a
+        row without a target, so the inverse map still rebuilds it."""
+        lname, blob = self._blob(mod, stored)
+        a = np.asarray(stored[1])
+        self.rows.append(LayerMapRow(lname, blob, None, (f"fold({float(a.reshape(-1)[0])!r})",), a.shape))
 
     def add(
         self, lname: str, cls: str, op: str, attrs: dict[str, Any], inputs: list[str], out_shape: Shape
@@ -310,14 +336,19 @@ class _Builder:
                 "attrs": attrs,
                 "inputs": inputs,
                 "outputs": [lname],
-                "out_shape": list(out_shape),  # Keras layout (channels last), no batch axis
+                "params": {},
+                "keras_shape": list(out_shape),  # replaced by output_shapes (NCHW, batch) at the end
             }
         )
         return mod
 
     def extra_state(self, mod: str, pname: str, arr: np.ndarray) -> None:
-        """A tensor the module needs that Keras does not store (e.g. gamma=1 when scale=False)."""
-        self.tensors[f"{mod}.{pname}"] = np.ascontiguousarray(np.asarray(arr, np.float32))
+        """A tensor the module needs that the Keras file does not store (gamma=1 when scale=False,
+        a Normalization's statistics given in its config): no layer-map row, a constant."""
+        key = f"{mod}.{pname}"
+        self.constants[key] = np.ascontiguousarray(np.asarray(arr, np.float32))
+        self.keys.append(key)
+        self.nodes[-1]["params"][pname] = list(self.constants[key].shape)
 
     def layer(self, layer: dict[str, Any], inputs: list[str]) -> None:
         cls = layer["class_name"]
@@ -374,6 +405,7 @@ class _Builder:
             raise ConversionError(f"input layer {lname!r} has no shape")
         self.add(lname, cls, "input", {"shape": list(shp)}, [], shp)
         self.input_names.append(lname)
+        self.batches[lname] = _input_batch(cfg)
 
     def op_Conv2D(
         self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
@@ -390,9 +422,9 @@ class _Builder:
         )
         h, wd = self._spatial(shapes[0], a)
         mod = self.add(lname, cls, "conv2d", a, inputs, (h, wd, a["out_channels"]))
-        self.param(mod, "weight", w["kernel"], kernel.transpose(3, 2, 0, 1), "permute(3,2,0,1)")
+        self.param(mod, "weight", w["kernel"], "permute(3,2,0,1)")
         if "bias" in w:
-            self.param(mod, "bias", w["bias"], w["bias"][1], "none")
+            self.param(mod, "bias", w["bias"])
 
     def op_DepthwiseConv2D(
         self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
@@ -404,10 +436,10 @@ class _Builder:
         a.update(in_channels=c, out_channels=c * m, groups=c, bias="bias" in w, depth_multiplier=m)
         h, wd = self._spatial(shapes[0], a)
         mod = self.add(lname, cls, "conv2d", a, inputs, (h, wd, c * m))
-        t = k.reshape(k.shape[0], k.shape[1], c * m, 1).transpose(2, 3, 0, 1)
-        self.param(mod, "weight", w["depthwise_kernel"], t, "reshape(kh,kw,C*M,1)+permute(2,3,0,1)")
+        kh, kw = int(k.shape[0]), int(k.shape[1])
+        self.param(mod, "weight", w["depthwise_kernel"], f"reshape({kh},{kw},{c * m},1)", "permute(2,3,0,1)")
         if "bias" in w:
-            self.param(mod, "bias", w["bias"], w["bias"][1], "none")
+            self.param(mod, "bias", w["bias"])
 
     def op_SeparableConv2D(
         self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
@@ -420,13 +452,17 @@ class _Builder:
         a.update(in_channels=c, depth_multiplier=m, out_channels=f, bias="bias" in w)
         h, wd = self._spatial(shapes[0], a)
         mod = self.add(lname, cls, "separable_conv2d", a, inputs, (h, wd, f))
-        t = k.reshape(k.shape[0], k.shape[1], c * m, 1).transpose(2, 3, 0, 1)
-        self.param(mod, "depthwise.weight", w["depthwise_kernel"], t, "reshape(kh,kw,C*M,1)+permute(2,3,0,1)")
+        kh, kw = int(k.shape[0]), int(k.shape[1])
         self.param(
-            mod, "pointwise.weight", w["pointwise_kernel"], p.transpose(3, 2, 0, 1), "permute(3,2,0,1)"
+            mod,
+            "depthwise.weight",
+            w["depthwise_kernel"],
+            f"reshape({kh},{kw},{c * m},1)",
+            "permute(2,3,0,1)",
         )
+        self.param(mod, "pointwise.weight", w["pointwise_kernel"], "permute(3,2,0,1)")
         if "bias" in w:
-            self.param(mod, "pointwise.bias", w["bias"], w["bias"][1], "none")
+            self.param(mod, "pointwise.bias", w["bias"])
 
     def op_BatchNormalization(
         self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
@@ -450,15 +486,15 @@ class _Builder:
         }
         mod = self.add(lname, cls, "batch_norm", a, inputs, shp)
         if "gamma" in w:
-            self.param(mod, "weight", w["gamma"], w["gamma"][1], "none")
+            self.param(mod, "weight", w["gamma"])
         else:  # scale=False: gamma fixed at 1 (frozen in the module)
             self.extra_state(mod, "weight", np.ones(ch))
         if "beta" in w:
-            self.param(mod, "bias", w["beta"], w["beta"][1], "none")
+            self.param(mod, "bias", w["beta"])
         else:
             self.extra_state(mod, "bias", np.zeros(ch))
-        self.param(mod, "running_mean", w["moving_mean"], w["moving_mean"][1], "none")
-        self.param(mod, "running_var", w["moving_variance"], w["moving_variance"][1], "none")
+        self.param(mod, "running_mean", w["moving_mean"])
+        self.param(mod, "running_var", w["moving_variance"])
 
     def op_Dense(
         self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
@@ -476,9 +512,9 @@ class _Builder:
         }
         a["rank"] = len(shp)  # on image tensors (rank 3 in Keras) it acts on the channel axis
         mod = self.add(lname, cls, "linear", a, inputs, (*shp[:-1], a["out_features"]))
-        self.param(mod, "weight", w["kernel"], kern.T, "transpose")
+        self.param(mod, "weight", w["kernel"], "transpose")
         if "bias" in w:
-            self.param(mod, "bias", w["bias"], w["bias"][1], "none")
+            self.param(mod, "bias", w["bias"])
 
     def op_Flatten(
         self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
@@ -718,13 +754,13 @@ class _Builder:
         axis = tuple(axis) if isinstance(axis, list) else (axis,)
         if len(axis) != 1 or (axis[0] % (rank + 1)) != rank:
             raise ConversionError(f"layer {lname!r}: Normalization over axis {axis} is not supported")
-        if cfg.get("mean") is not None:
+        w = {}
+        if cfg.get("mean") is not None:  # statistics in the config, not stored as weights
             mean = np.asarray(cfg["mean"], np.float64).reshape(-1)
             var = np.asarray(cfg["variance"], np.float64).reshape(-1)
         else:
             w = _layer_weights(self.src, lname, cls, cfg)
-            mean = np.asarray(w["mean"][1], np.float64).reshape(-1)
-            var = np.asarray(w["variance"][1], np.float64).reshape(-1)
+            mean = np.asarray(w["mean"][1]).reshape(-1)
         # Keras: (x - mean) / max(sqrt(var), 1e-7); buffers, as they are non-trainable in Keras
         mod = self.add(
             lname,
@@ -739,8 +775,13 @@ class _Builder:
             inputs,
             shapes[0],
         )
-        self.extra_state(mod, "mean", mean)
-        self.extra_state(mod, "variance", var)
+        if w:
+            self.param(mod, "mean", w["mean"], "reshape(-1)")
+            self.param(mod, "variance", w["variance"], "reshape(-1)")
+            self.unused(mod, w["count"])
+        else:
+            self.extra_state(mod, "mean", mean)
+            self.extra_state(mod, "variance", var)
 
     def op_PReLU(
         self, lname: str, cls: str, cfg: dict[str, Any], inputs: list[str], shapes: list[Shape]
@@ -748,14 +789,12 @@ class _Builder:
         w = _layer_weights(self.src, lname, cls, cfg)
         alpha = w["alpha"][1]
         rank = len(shapes[0])
-        if rank == 3:
-            if alpha.shape[0] != 1 or alpha.shape[1] != 1:
-                raise ConversionError(f"layer {lname!r}: PReLU with per-pixel slopes is not supported")
-            t = alpha.reshape(-1)
-        else:
-            t = alpha.reshape(-1)
-        mod = self.add(lname, cls, "prelu", {"num_parameters": int(t.size), "rank": rank}, inputs, shapes[0])
-        self.param(mod, "weight", w["alpha"], t, "reshape(-1)")
+        if rank == 3 and (alpha.shape[0] != 1 or alpha.shape[1] != 1):
+            raise ConversionError(f"layer {lname!r}: PReLU with per-pixel slopes is not supported")
+        mod = self.add(
+            lname, cls, "prelu", {"num_parameters": int(alpha.size), "rank": rank}, inputs, shapes[0]
+        )
+        self.param(mod, "weight", w["alpha"], "reshape(-1)")
 
 
 def _remap_by_order(
@@ -920,23 +959,41 @@ def build_graph(src: KerasSource, trust_code: bool = False) -> KerasGraph:
         if missing:
             raise ConversionError(f"layer {layer_name(la)!r}: input {missing[0]!r} is not defined before it")
         b.layer(la, ins)
-    inputs = [
-        {
-            "name": n,
-            "shape_keras": [1, *b.shapes[n]],  # batch axis first (any size)
-            "shape": [1, *_nchw(b.shapes[n])],
-            "layout": "NCHW" if len(b.shapes[n]) == 3 else "N...",
-        }
-        for n in in_names
-    ]
-    return KerasGraph(b.nodes, inputs, outputs, b.tensors, b.layermap)
+    return _finish(b, in_names, outputs)
 
 
 def _nchw(shape: Shape) -> list[Any]:
+    """A Keras shape (no batch axis) in the PyTorch graph's layout: images (rank 3) NCHW."""
     s = list(shape)
     if len(s) == 3:
         return [s[2], s[0], s[1]]
     return s
+
+
+def _finish(b: _Builder, in_names: list[str], outputs: list[str]) -> KerasGraph:
+    """Graph inputs, node ``output_shapes`` (NCHW with the batch axis: the declared batch, or 1
+    where Keras leaves it free, as graph ``inputs[*].batch`` says) and the tensors: the layer map
+    applied to the Keras weights, plus the constants, in module order."""
+    declared = [b.batches.get(n) for n in in_names]
+    batch = next((d for d in declared if d is not None), None)
+    n = 1 if batch is None else batch
+    inputs = [
+        {
+            "name": name,
+            "shape": [n, *_nchw(b.shapes[name])],
+            "shape_keras": [n, *b.shapes[name]],  # the source's own layout (NHWC images)
+            "layout": "NCHW" if len(b.shapes[name]) == 3 else "N...",
+            "batch": "free" if d is None else "declared",  # free: shape[0] is 1, any size runs
+        }
+        for name, d in zip(in_names, declared, strict=True)
+    ]
+    for node in b.nodes:
+        node["output_shapes"] = [[n, *_nchw(node.pop("keras_shape"))]]
+    lm = LayerMap(b.rows, source_format="keras")
+    sources = {name: [a for _, a in ws] for name, ws in b.src.weights.items()}
+    mapped = lm.to_target(sources)
+    tensors = {k: mapped[k] if k in mapped else b.constants[k] for k in b.keys}
+    return KerasGraph(b.nodes, inputs, outputs, tensors, lm, sources, dict(b.constants))
 
 
 def same_pads(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
@@ -968,8 +1025,4 @@ def inputs_only(src: KerasSource) -> KerasGraph:
         shp = _input_shape(layers[0].get("config", {}))
         if shp is not None:
             b.op_InputLayer("input", "InputLayer", {"batch_input_shape": [None, *shp]}, [], [])
-    ins = [
-        {"name": n, "shape_keras": [1, *b.shapes[n]], "shape": [1, *_nchw(b.shapes[n])], "layout": "NCHW"}
-        for n in b.input_names
-    ]
-    return KerasGraph([], ins, [])
+    return _finish(b, b.input_names, [])

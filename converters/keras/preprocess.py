@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from converters.keras.reader import is_keras_app_spec, parse_keras_app_spec
 from zoo.cards import Preprocess
 
 # keras.applications.imagenet_utils.preprocess_input modes
@@ -81,9 +82,11 @@ def keras_preprocess(mode: str, layout: str = "NCHW", size: int | None = None) -
     )
 
 
-def application_preprocess(spec: str, layout: str = "NCHW") -> Preprocess | None:
-    """Preprocess for ``keras.applications:NAME[?...]`` (None for an unknown application)."""
-    name = spec.split(":", 1)[-1].partition("?")[0]
+def application_preprocess(name: str, layout: str = "NCHW") -> Preprocess | None:
+    """Preprocess for the keras.applications builder ``name`` (or its ``keras.applications:NAME?..``
+    spec); None for an unknown application."""
+    if is_keras_app_spec(name):
+        name = parse_keras_app_spec(name)[0]
     if name not in APPLICATIONS:
         return None
     mode, size = APPLICATIONS[name]

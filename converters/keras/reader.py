@@ -13,6 +13,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import numpy as np
 
@@ -174,10 +175,74 @@ def _keras3_weights(h5: Any, config: dict[str, Any], path: Path) -> dict[str, li
         raise ConversionError(f"{path.name}: {e}") from None
 
 
+APP_SPEC_PREFIXES = ("keras.applications:", "keras:")
+_SPEC_SAFE = "[]{},:\"'+-._~()*!$;/@"  # kept as is in a spec value (the rest is percent-escaped)
+
+
+def is_keras_app_spec(text: Any) -> bool:
+    """True when ``text`` is a ``keras.applications:NAME?k=v&...`` spec string."""
+    return isinstance(text, str) and text.startswith(APP_SPEC_PREFIXES)
+
+
+def _spec_value(text: str) -> Any:
+    t = text.strip()
+    if t.lower() in ("none", "null"):
+        return None
+    if t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    try:
+        return json.loads(t)
+    except json.JSONDecodeError:
+        pass
+    if "," in t:  # 96,96,3 -> [96, 96, 3]
+        return [_spec_value(p) for p in t.split(",") if p.strip()]
+    return t
+
+
+def _spec_text(v: Any) -> str:
+    if (
+        isinstance(v, (list, tuple))
+        and len(v) > 1
+        and all(x is None or isinstance(x, (bool, int, float)) for x in v)
+    ):
+        return ",".join(_spec_text(x) for x in v)
+    if isinstance(v, str) and _spec_value(v) == v and v == v.strip():
+        return v  # a plain word stays unquoted: pooling=avg
+    return json.dumps(v, separators=(",", ":"))
+
+
+def parse_keras_app_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """``keras.applications:NAME?k=v&...`` (or ``keras:NAME...``) -> ``(NAME, kwargs)``.
+
+    Values: ``null`` / ``none``, ``true`` / ``false``, JSON (``0.25``, ``[96,96,3]``, ``"avg"``),
+    a comma list (``96,96,3``), else the word itself (``pooling=avg``); percent-escapes are
+    decoded. The inverse is :func:`format_keras_app_spec`. Pure: no Keras, no files.
+    """
+    if not is_keras_app_spec(text):
+        raise ConversionError(f"{text!r} is not a keras.applications:NAME[?k=v&...] spec")
+    name, _, query = text.split(":", 1)[1].partition("?")
+    if not name.isidentifier():
+        raise ConversionError(f"{text!r}: {name!r} is not a keras.applications builder name")
+    kwargs: dict[str, Any] = {}
+    for part in filter(None, query.split("&")):
+        k, eq, v = part.partition("=")
+        if not eq or not k.isidentifier():
+            raise ConversionError(f"{text!r}: {part!r} is not KEY=VALUE")
+        kwargs[k] = _spec_value(unquote(v))
+    return name, kwargs
+
+
+def format_keras_app_spec(name: str, kwargs: dict[str, Any] | None = None) -> str:
+    """``(NAME, kwargs)`` -> ``keras.applications:NAME?k=v&...``, the inverse of
+    :func:`parse_keras_app_spec` (``parse(format(n, kw)) == (n, kw)`` for JSON-able kwargs)."""
+    q = "&".join(f"{k}={quote(_spec_text(v), safe=_SPEC_SAFE)}" for k, v in (kwargs or {}).items())
+    return f"keras.applications:{name}" + (f"?{q}" if q else "")
+
+
 def app_spec(arch: Any) -> tuple[str, dict[str, Any]] | None:
     """``(NAME, kwargs)`` when ``arch`` names a keras.applications builder, else None. Accepts
-    ``keras.applications:NAME?k=json&...``, ``keras.applications.NAME`` and a registry card's
-    architecture ``{"builder": "keras.applications.NAME", "kwargs": {...}}``."""
+    a spec string (:func:`parse_keras_app_spec`), ``keras.applications.NAME`` and a registry
+    card's architecture ``{"builder": "keras.applications.NAME", "kwargs": {...}}``."""
     if isinstance(arch, dict):
         b = arch.get("builder")
         if isinstance(b, str) and b.startswith("keras.applications."):
@@ -185,25 +250,11 @@ def app_spec(arch: Any) -> tuple[str, dict[str, Any]] | None:
         return None
     if not isinstance(arch, str):
         return None
-    if arch.startswith(("keras.applications:", "keras:")):
-        name, _, kw = arch.split(":", 1)[1].partition("?")
-        kwargs: dict[str, Any] = {}
-        for part in filter(None, kw.split("&")):
-            k, _, v = part.partition("=")
-            try:
-                kwargs[k] = json.loads(v)
-            except json.JSONDecodeError:
-                kwargs[k] = v
-        return name, kwargs
+    if is_keras_app_spec(arch):
+        return parse_keras_app_spec(arch)
     if arch.startswith("keras.applications.") and not Path(arch).exists():
         return arch.rsplit(".", 1)[-1], {}
     return None
-
-
-def app_spec_str(name: str, kwargs: dict[str, Any]) -> str:
-    """The string form ``keras.applications:NAME?k=json&...`` (for subprocess arguments)."""
-    q = "&".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in kwargs.items())
-    return f"keras.applications:{name}" + (f"?{q}" if q else "")
 
 
 def _load_arch(arch: str | Path | dict[str, Any] | None, path: Path) -> dict[str, Any] | None:

@@ -16,8 +16,11 @@ from zoo.errors import ConversionError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_worker(args: list[str], env: dict[str, str] | None = None, timeout: float = 1800) -> str:
-    """Run ``python -m converters.keras._worker ARGS``; return stdout or raise ConversionError."""
+def run_worker(
+    args: list[str], env: dict[str, str] | None = None, timeout: float = 1800, script: Path | None = None
+) -> str:
+    """Run ``python -m converters.keras._worker ARGS`` (or ``python SCRIPT ARGS``, the project on
+    its path); return stdout or raise ConversionError."""
     e = dict(os.environ)
     e.update(env or {})
     e["PYTHONPATH"] = str(ROOT) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
@@ -25,7 +28,7 @@ def run_worker(args: list[str], env: dict[str, str] | None = None, timeout: floa
     e.setdefault("CUDA_VISIBLE_DEVICES", "-1")
     try:
         p = subprocess.run(
-            [sys.executable, "-m", "converters.keras._worker", *args],
+            [sys.executable, *([str(script)] if script else ["-m", "converters.keras._worker"]), *args],
             env=e,
             capture_output=True,
             text=True,

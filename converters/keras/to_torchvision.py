@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from converters.keras.graph import KerasGraph, build_graph
 from converters.keras.reader import read_keras
 from zoo.errors import ConversionError
@@ -81,7 +79,7 @@ def keras_to_torchvision(
     import torch
     import torchvision
 
-    from converters.layermap import LayerMap, LayerMapRow
+    from converters.layermap import LayerMap, LayerMapError, LayerMapRow
 
     tv_name = tv_name.lower()
     if tv_name not in SAME_NETWORK and tv_name not in KNOWN_DIFFERENT:
@@ -102,56 +100,38 @@ def keras_to_torchvision(
     model = torchvision.models.get_model(tv_name, weights=None)
     target = model.state_dict()
     rows: list[LayerMapRow] = []
-    state: dict[str, torch.Tensor] = {}
     spatial_done = False
-    shapes = _keras_shapes(g)
-    shapes.update({i["name"]: tuple(i["shape_keras"]) for i in g.inputs})
+    shapes = {i["name"]: tuple(i["shape"][1:]) for i in g.inputs}
+    shapes.update({n["name"]: tuple(n["output_shapes"][0][1:]) for n in g.nodes})  # NCHW, no batch
     by_name = {n["name"]: n for n in g.nodes}
+    by_target = g.layermap.by_target()
     for n, tname, _m in _pairs(g, model):
-        lname = n["name"]
         for pname in ("weight", "bias"):
             key = f"{n['module']}.{pname}"
-            if key not in g.tensors:
+            if key not in by_target:
                 continue
-            arr = g.tensors[key]
-            src_row = next(r for r in g.layermap if r["target"] == key)
-            transform = src_row["transform"]
+            r = by_target[key]
+            steps = r.steps
             if n["op"] == "keras.linear" and pname == "weight" and not spatial_done:
                 prev = by_name.get(n["inputs"][0])
                 flat_in = shapes.get(prev["inputs"][0]) if prev and prev["op"] == "keras.flatten" else None
                 if flat_in is not None and len(flat_in) == 3:  # NHWC flatten -> NCHW flatten
-                    h, w, c = flat_in
-                    arr = arr.reshape(arr.shape[0], h, w, c).transpose(0, 3, 1, 2).reshape(arr.shape[0], -1)
-                    transform += f"+nhwc_to_nchw({h},{w},{c})"
+                    c, h, w = flat_in
+                    steps = (*steps, f"nhwc_to_nchw({h},{w},{c})")
             if n["op"] == "keras.linear":
                 spatial_done = True
             tkey = f"{tname}.{pname}"
-            if tuple(target[tkey].shape) != arr.shape:
+            try:  # the steps must give the torchvision tensor's shape
+                row = LayerMapRow(r.source, r.blob, tkey, steps, r.source_shape, tuple(target[tkey].shape))
+            except LayerMapError:
                 raise ConversionError(
-                    f"Keras {lname} {pname} {list(arr.shape)} does not fit torchvision {tkey} "
+                    f"Keras {r.source} {pname} {r.shapes()[-1]} does not fit torchvision {tkey} "
                     f"{list(target[tkey].shape)}"
-                )
-            state[tkey] = torch.from_numpy(np.ascontiguousarray(arr))
-            rows.append(
-                LayerMapRow(
-                    source=lname,
-                    blob=src_row["blob"],
-                    target=tkey,
-                    transform=transform,
-                    source_shape=src_row["source_shape"],
-                    target_shape=list(arr.shape),
-                )
-            )
-    missing = [k for k in target if k not in state]
+                ) from None
+            rows.append(row)
+    missing = [k for k in target if k not in {r.target for r in rows}]
     if missing:
         raise ConversionError(f"torchvision {tv_name}: no Keras weights for {', '.join(missing[:4])}")
-    return state, LayerMap(rows, source_format="keras")
-
-
-def _keras_shapes(g: KerasGraph) -> dict[str, tuple]:
-    """Keras-layout (channels-last) shape of each node's output."""
-    shapes: dict[str, tuple] = {}
-    for n in g.nodes:
-        if "out_shape" in n:
-            shapes[n["name"]] = tuple(n["out_shape"])
-    return shapes
+    lm = LayerMap(rows, source_format="keras")
+    state = {k: torch.from_numpy(v) for k, v in lm.to_target(g.sources).items()}
+    return state, lm

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from converters.keras.reader import is_keras_app_spec
 from zoo.errors import ConversionError
 
 
@@ -32,7 +33,7 @@ def _source(folder: Path, card: dict[str, Any]) -> tuple[Path, str]:
     if not path.is_file():
         raise ConversionError(f"{folder}: source file {path} (needed as the reference) is gone")
     arch = prov.get("keras_arch") or ""
-    if arch and not arch.startswith(("keras.applications:", "keras:")) and not Path(arch).is_absolute():
+    if arch and not is_keras_app_spec(arch) and not Path(arch).is_absolute():
         arch = str(folder / arch)
     return path, arch
 
