@@ -13,7 +13,7 @@ the file: the graph is plain data.
 
 graph.json (format "zoo-graph", version 1)::
 
-    {"format": "zoo-graph", "version": 1, "source": "caffe", "name": "LeNet",
+    {"format": "zoo-graph", "version": 2, "source": "caffe", "name": "LeNet",
      "inputs": [{"name": "data", "shape": [64, 1, 28, 28]}],   # declared shapes (batch is free)
      "outputs": ["prob"],                                        # blob names, forward() order
      "nodes": [{"name": "conv1",          # the source layer name, unchanged
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -44,26 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def reshape_shape(in_shape: list[int], dims: list[int], axis: int, num_axes: int) -> list[int]:
-    """Caffe-style reshape: 0 copies the input dim, -1 is inferred, axis/num_axes pick the span."""
-    nd = len(in_shape)
-    start = axis + nd + 1 if axis < 0 else axis
-    end = nd if num_axes == -1 else start + num_axes
-    mid = [in_shape[start + i] if d == 0 else d for i, d in enumerate(dims)]
-    out = list(in_shape[:start]) + mid + list(in_shape[end:])
-    if -1 in out:
-        known = int(np.prod([d for d in out if d != -1]))
-        out[out.index(-1)] = int(np.prod(in_shape)) // max(known, 1)
-    return out
-
-
-def caffe_pool_out(size: int, k: int, p: int, s: int) -> int:
-    """Caffe's pooled size: ceil mode, then drop a last window that would start in the padding."""
-    out = int(math.ceil((size + 2 * p - k) / s)) + 1
-    if p > 0 and (out - 1) * s >= size + p:
-        out -= 1
-    return out
+from converters.caffe.shapes import caffe_pool_out, reshape_shape
 
 
 class Op(nn.Module):

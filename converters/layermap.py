@@ -201,7 +201,7 @@ class LayerMapRow:
     def to_source(self, a: np.ndarray | None) -> np.ndarray:
         if self.target is None:
             f = self.steps[0].args[0] if self.steps else 0.0
-            return np.full(self.source_shape or (1,), f, np.float32)
+            return np.full(self.source_shape, f, np.float32)
         a = np.asarray(a, dtype=np.float32)
         shapes = self.shapes()
         for s, before in zip(reversed(self.steps), reversed(shapes[:-1]), strict=True):

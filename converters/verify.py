@@ -123,8 +123,14 @@ def verify_folder(
 
     folder = Path(out_dir)
     card, graph = read_folder(folder)
-    source = graph.get("source")
-    mod = reference_module(folder, source)
+    if graph is None:  # a library model (torchvision / timm): the library with the source weights
+        from . import library_reference as mod
+
+        graph = mod.graph_stub(card)
+        source = "library"
+    else:
+        source = graph.get("source")
+        mod = reference_module(folder, source)
     model = load_folder(folder)
     onnx_path = folder / "model.onnx"
     random = isinstance(inputs, str) and inputs == "random"
@@ -145,7 +151,8 @@ def verify_folder(
             sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
             errors.append(f"onnxruntime cannot load model.onnx: {_first_line(e)}")
-    nhwc = card.get("architecture", {}).get("artifacts", {}).get("model.onnx", {}).get("layout") == "NHWC"
+    details = (card.get("architecture") or {}).get("details") or {}
+    nhwc = details.get("artifacts", {}).get("model.onnx", {}).get("layout") == "NHWC"
     names = list(graph["outputs"])
     declared = int(graph["inputs"][0]["shape"][0])
     label = ""

@@ -114,10 +114,13 @@ def test_unknown_target_and_existing_folder_untouched(tmp_path: Path) -> None:
     out.mkdir()
     (out / "keep.txt").write_text("old")
     bad = write_caffemodel(tmp_path / "bad.caffemodel", {"conv1": GOOD["conv1"]})
-    with pytest.raises(ConversionError):
-        convert_caffe(proto, bad, out)
+    with pytest.raises(ConversionError, match="not empty"):
+        convert_caffe(proto, w, out)  # a non-empty folder is refused: the user's file survives
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    convert_caffe(proto, w, out)  # success replaces the folder as a whole
+    with pytest.raises(ConversionError):
+        convert_caffe(proto, bad, out, force=True)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    convert_caffe(proto, w, out, force=True)  # --force: success replaces the folder as a whole
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["bad.caffemodel", "net.prototxt", "o", "w.caffemodel"]

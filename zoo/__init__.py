@@ -59,8 +59,9 @@ __all__ = [
 ]
 
 
-def load(folder: Any) -> Any:
-    """Rebuild the ``nn.Module`` stored in a zoo model folder (needs torch)."""
-    from converters import load_folder
+def load(ref: Any, **kw: Any) -> Any:
+    """The ``nn.Module`` of a registry / catalogue id or a zoo model folder, with the zoo model
+    interface (``layers``, ``cut``, ``reset_classifier``, ...; see ``zoo.models``). Needs torch."""
+    from zoo.models import load as _load
 
-    return load_folder(folder)
+    return _load(ref, **kw)

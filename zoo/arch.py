@@ -43,7 +43,7 @@ def _value(text: str) -> Any:
         return None
     if t.lower() in ("true", "false"):
         return t.lower() == "true"
-    if "," in t:
+    if not t.startswith(("[", "{", '"')) and "," in t:
         return [_value(p) for p in t.split(",") if p.strip()]
     try:
         return json.loads(t)

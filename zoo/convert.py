@@ -7,15 +7,13 @@ files with ``arch``), a PyTorch state dict with ``arch="torchvision:NAME"``, or 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
 from zoo.cards import ModelCard, Preprocess
 from zoo.errors import ConversionError
-from zoo.fileio import atomic_write_json
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
@@ -43,52 +41,75 @@ def detect_format(path: Path) -> str:
     )
 
 
-def _parse_arch(arch: str | None) -> str | None:
-    if arch is None:
-        return None
-    if arch.startswith("torchvision:"):
-        return arch.split(":", 1)[1]
-    if arch.startswith("torchvision.models."):
-        return arch.rsplit(".", 1)[1]
-    raise ConversionError(f"--arch {arch!r}: expected torchvision:NAME (e.g. torchvision:resnet50)")
-
-
-def convert_torchvision(
-    name: str, out_dir: Path, weights: Path | None, card: ModelCard | None, to: str
+def convert_library(
+    card: ModelCard, weights: Path, out_dir: Path, to: str | set[str], force: bool = False
 ) -> Path:
-    """torchvision NAME (+ local weights) -> ``out_dir/model.onnx`` verified with onnxruntime."""
-    from converters.torch_onnx import torchvision_to_onnx
+    """A torchvision / timm model (the card's architecture + a local weights file) -> the zoo
+    model folder: card.json (the typed architecture, no graph.json), model.safetensors, an
+    identity layermap.json, model.onnx with ``--to onnx|all``; then verified (verify.json)."""
+    from converters.folder import parse_targets, write_folder
+    from converters.layermap import LayerMap, LayerMapRow
+    from converters.torch_onnx import export_onnx
+    from zoo.cards import Checksum, FileRef
+    from zoo.fileio import sha256_file
+    from zoo.models import build_library, read_state
 
-    if to not in ("onnx", "all"):
-        raise ConversionError("torchvision models are already native PyTorch: use --to onnx")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ConversionError(f"{out_dir}: output folder exists and is not empty")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        res = torchvision_to_onnx(name, tmp / "model.onnx", weights=weights)
-        meta = {
-            "id": card.id if card else f"torchvision/{name}",
-            "converter": "zoo torch_onnx",
-            "source": {
-                "framework": "pytorch",
-                "arch": f"torchvision:{name}",
-                "weights": str(weights) if weights else None,
-            },
-            "artifacts": {"model.onnx": {"layout": "NCHW", "input_shape": res.get("input_shape")}},
-            "preprocess": (card.preprocess.to_dict() if card else {"unknown": True}),
-        }
-        atomic_write_json(tmp / "card.json", meta)
-        res["onnx"] = str(out_dir / "model.onnx")
-        atomic_write_json(tmp / "verify.json", {"reference": "torch", **res})
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    targets = parse_targets(to)
+    model = build_library(card, read_state(weights), where=str(weights))
+    full = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    lmap = LayerMap(
+        [LayerMapRow(k, 0, k, (), tuple(v.shape), tuple(v.shape)) for k, v in full.items()],
+        source_format=card.architecture.kind if card.architecture else "pytorch",
+    )
+    src_sha = sha256_file(weights)
+    files = card.files or (
+        FileRef(
+            name=Path(weights).name,
+            urls=(Path(weights).resolve().as_uri(),),
+            size=Path(weights).stat().st_size,
+            role="weights",
+            checksum=Checksum("sha256", src_sha),
+        ),
+    )
+    folder_card = dataclasses.replace(
+        card,
+        format="safetensors",
+        files=files,
+        provenance={
+            "publisher": "converted locally by zoo",
+            **card.provenance,
+            "converted_by": "zoo.convert.convert_library",
+            "registry_id": card.id,
+            "source_files": [{"path": str(Path(weights).resolve()), "sha256": src_sha, "role": "weights"}],
+        },
+    )
+    size = tuple(card.preprocess.input_size or (3, 224, 224))
+
+    def add_onnx(tmp: Path) -> None:
+        if "onnx" in targets:
+            export_onnx(model, tmp / "model.onnx", size)
+
+    out = write_folder(out_dir, folder_card, None, full, lmap, extra=add_onnx, force=force)
+    verify(out, reference="source")
+    return out
+
+
+def _library_card(arch: str, path: Path) -> ModelCard:
+    """A card for a local PyTorch weights file with ``--arch torchvision:NAME`` / ``timm:NAME``."""
+    from zoo.arch import parse
+
+    a = parse(arch)
+    if a.kind not in ("torchvision", "timm"):
+        raise ConversionError(f"{path.name}: a PyTorch state dict needs --arch torchvision:NAME or timm:NAME")
+    return ModelCard(
+        id=f"user/{re.sub(r'[^A-Za-z0-9_.+-]', '_', path.stem).lstrip('_.+-') or 'model'}",
+        name=path.stem,
+        source="user",
+        framework="pytorch",
+        format="pth",
+        architecture=a,
+        preprocess=Preprocess(unknown=True),
+    )
 
 
 def _pick(
@@ -117,13 +138,18 @@ def convert(
     trust_code: bool = False,
     home: Path | None = None,
     allow_unknown_fields: bool = False,
+    force: bool = False,
     **pull_kw: Any,
 ) -> Path:
     """Convert a file or a registry entry into the zoo model folder ``out_dir``.
 
-    ``allow_unknown_fields``: Caffe prototxt fields unknown to Caffe are skipped (named on
+    An existing non-empty ``out_dir`` is refused unless ``force`` (checked before anything is
+    pulled). ``allow_unknown_fields``: Caffe prototxt fields unknown to Caffe are skipped (named on
     stderr) instead of refused."""
+    from converters.folder import check_output
+
     out_dir = Path(out_dir)
+    check_output(out_dir, force)
     src = Path(source)
     if src.exists():
         fmt = detect_format(src)
@@ -137,6 +163,7 @@ def convert(
                 to=to,
                 preprocess=preprocess,
                 allow_unknown_fields=allow_unknown_fields,
+                force=force,
             )
         if fmt == "keras":
             from converters.keras import convert_keras
@@ -144,10 +171,11 @@ def convert(
             return convert_keras(
                 src, out_dir, to=to, arch=arch, trust_code=trust_code, preprocess=_as_preprocess(preprocess)
             )
-        name = _parse_arch(arch)
-        if name is None:
-            raise ConversionError(f"{src.name}: a PyTorch state dict needs --arch torchvision:NAME")
-        return convert_torchvision(name, out_dir, src, None, to)
+        if arch is None:
+            raise ConversionError(
+                f"{src.name}: a PyTorch state dict needs --arch torchvision:NAME or timm:NAME"
+            )
+        return convert_library(_library_card(arch, src), src, out_dir, to, force)
     if "/" not in str(source):
         raise ConversionError(f"{source}: no such file (and not a registry id like keras/vgg16)")
     from zoo import api
@@ -168,8 +196,9 @@ def convert(
             out_dir,
             to=to,
             preprocess=pre,
-            card_extra={"registry_id": card.id},
+            card_extra={"registry_id": card.id, **_head(card)},
             allow_unknown_fields=allow_unknown_fields,
+            force=force,
         )
     if card.framework == "keras":
         wts = _pick(files, card, *KERAS_SUFFIXES, role=("weights", "model"))
@@ -182,12 +211,22 @@ def convert(
         return convert_keras(
             wts, out_dir, to=to, arch=karch, trust_code=trust_code, preprocess=_as_preprocess(pre)
         )
-    if card.source == "torchvision" or card.framework == "pytorch":
-        builder = card.architecture.get("builder", "")
-        name = _parse_arch(arch) if arch else builder.rsplit(".", 1)[-1]
+    if card.architecture is not None and card.architecture.kind in ("torchvision", "timm"):
         wts = _pick(files, card, role="weights")
-        return convert_torchvision(name, out_dir, wts, card, to)
+        if wts is None:
+            raise ConversionError(f"{card.id}: the card lists no weights file")
+        if arch:
+            from zoo.arch import parse
+
+            card = dataclasses.replace(card, architecture=parse(arch))
+        return convert_library(card, wts, out_dir, to, force)
     raise ConversionError(f"{card.id}: no converter for {card.framework} / {card.format} yet")
+
+
+def _head(card: ModelCard) -> dict[str, Any]:
+    """The registry card's fields a converted folder's card keeps (labels, head, licence)."""
+    keys = ("labels", "default_cut", "classifier", "num_classes", "license", "dataset", "task")
+    return {k: getattr(card, k) for k in keys if getattr(card, k) is not None}
 
 
 def _is_full_model(path: Path) -> bool:

@@ -7,6 +7,7 @@ Only the standard library and jsonschema (lazily) are imported here, so ``zoo se
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import re
@@ -44,6 +45,15 @@ def catalog_path(home: Path | None = None) -> Path:
 @lru_cache(maxsize=1)
 def _schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text())
+
+
+@functools.cache
+def card_validator() -> Any:
+    """A JSON-Schema validator for one card (the schema's ``$defs/card``)."""
+    import jsonschema
+
+    schema = _schema()
+    return jsonschema.Draft202012Validator({"$ref": "#/$defs/card", "$defs": schema["$defs"]})
 
 
 def _format_path(path: Iterable[Any]) -> str:

@@ -7,6 +7,8 @@ ONNX, and writes everything atomically. Light at import: protobuf, torch and h5p
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,7 @@ def convert_caffe(
     card_extra: dict[str, Any] | None = None,
     input_shapes: dict[str, list[int]] | None = None,
     allow_unknown_fields: bool = False,
+    force: bool = False,
 ) -> Path:
     """Convert a Caffe net into the zoo model folder ``out_dir``; returns its path.
 
@@ -127,14 +130,16 @@ def convert_caffe(
     (``skipped_prototxt_fields``). Errors are ConversionError naming file and layer.
     """
     from zoo import __version__
+    from zoo.arch import Architecture
     from zoo.cards import Checksum, FileRef, ModelCard
     from zoo.errors import ConversionError
 
-    from ..folder import parse_targets, write_folder
+    from ..folder import check_output, parse_targets, write_folder
     from .graph import build_graph
     from .reader import read_prototxt, read_weights
 
     targets = parse_targets(to)
+    check_output(out_dir, force)  # before any work
     prototxt = Path(prototxt)
     net = read_prototxt(prototxt, allow_unknown_fields=allow_unknown_fields)
     if net.unknown_fields:
@@ -153,6 +158,7 @@ def convert_caffe(
     files = [
         FileRef(
             name=prototxt.name,
+            urls=(prototxt.resolve().as_uri(),),
             size=prototxt.stat().st_size,
             role="definition",
             checksum=Checksum("sha256", sha256_file(prototxt)),
@@ -164,6 +170,7 @@ def convert_caffe(
         files.append(
             FileRef(
                 name=wpath.name,
+                urls=(wpath.resolve().as_uri(),),
                 size=wpath.stat().st_size,
                 role="weights",
                 checksum=Checksum("sha256", sha256_file(wpath)),
@@ -179,33 +186,37 @@ def convert_caffe(
         )
     name = net.name or prototxt.stem
     extra = dict(card_extra or {})
+    prov = {
+        "publisher": "converted locally by zoo",
+        "converted_by": CONVERTER,
+        "converter": CONVERTER,
+        "converter_version": __version__,
+        "source_files": src,
+        "caffe_format": "v1" if net.v1 else "v2",
+        "ignored_layers": net.ignored,
+        "skipped_prototxt_fields": net.unknown_fields,
+    }
+    if "registry_id" in extra:
+        prov["registry_id"] = extra.pop("registry_id")
     card = ModelCard(
-        id=extra.pop("id", f"converted/{name}"),
+        id=extra.pop("id", f"converted/{re.sub(r'[^A-Za-z0-9_.+-]', '_', name).lstrip('_.-+') or 'net'}"),
         name=extra.pop("name", name),
         source="caffe",
         framework="pytorch",
         format="safetensors",
         origin="caffe",
         files=tuple(files),
-        provenance={
-            "converter": CONVERTER,
-            "converter_version": __version__,
-            "source_files": src,
-            "caffe_format": "v1" if net.v1 else "v2",
-            "ignored_layers": net.ignored,
-            "skipped_prototxt_fields": net.unknown_fields,
-        },
-        architecture={
-            "graph": "graph.json",
-            "inputs": graph["inputs"],
-            "outputs": graph["outputs"],
-            "layout": "NCHW",
-        },
+        provenance=prov,
+        architecture=Architecture(
+            "graph",
+            "graph.json",
+            details={"inputs": graph["inputs"], "outputs": graph["outputs"], "layout": "NCHW"},
+        ),
         preprocess=_preprocess(preprocess, net),
         params=int(sum(int(a.size) for a in state.values())),
         tags=("converted", "caffe"),
-    ).to_dict()
-    card.update(extra)
+    )
+    card = dataclasses.replace(card, **extra)  # head fields, labels, ... of the registry card
 
     def add_onnx(tmp: Path) -> None:
         if "onnx" not in targets:
@@ -215,7 +226,7 @@ def convert_caffe(
         export_onnx(build_module(graph, state), graph, tmp / "model.onnx")
 
     try:
-        return write_folder(out_dir, card, graph, state, lmap.to_dict(), extra=add_onnx)
+        return write_folder(out_dir, card, graph, state, lmap, extra=add_onnx, force=force)
     except OSError as e:
         raise ConversionError(f"{out_dir}: cannot write the model folder ({e})") from None
 

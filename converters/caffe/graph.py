@@ -14,13 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from converters.graph_torch import caffe_pool_out, reshape_shape
 from zoo.errors import ConversionError
 
 from ..folder import GRAPH_FORMAT, GRAPH_VERSION
 from ..layermap import LayerMap, LayerMapRow
 from .reader import CaffeNet
-
+from .shapes import caffe_pool_out, reshape_shape
 
 
 def sanitize(name: str, taken: set[str]) -> str:

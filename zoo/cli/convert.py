@@ -56,7 +56,7 @@ def eval_fraction(v: str) -> float:
     "out_dir",
     required=True,
     type=click.Path(file_okay=False),
-    help="The zoo model folder to write (must not exist or be empty).",
+    help="The zoo model folder to write (must not exist or be empty, unless --force).",
 )
 @click.option("--arch", help="Architecture for weights-only files, e.g. torchvision:resnet50.")
 @click.option(
@@ -71,6 +71,7 @@ def eval_fraction(v: str) -> float:
     is_flag=True,
     help="Caffe: skip prototxt fields unknown to Caffe (from a Caffe fork), each named on stderr.",
 )
+@click.option("--force", is_flag=True, help="Replace a non-empty output folder (else it is refused).")
 @click.option("--mirror", "mirrors", multiple=True, help="Mirror base URL for registry ids.")
 def convert(
     source: str,
@@ -81,6 +82,7 @@ def convert(
     preprocess: tuple[str, ...],
     trust_code: bool,
     allow_unknown_fields: bool,
+    force: bool,
     mirrors: tuple[str, ...],
 ) -> None:
     """Convert SOURCE (a file or a registry id) into a zoo model folder (PyTorch and/or ONNX)."""
@@ -97,6 +99,7 @@ def convert(
         arch=arch,
         preprocess=_preprocess_opt(preprocess),
         trust_code=trust_code,
+        force=force,
         **kw,
     )
     click.echo(str(out))
