@@ -142,3 +142,33 @@ def verify(out_dir: str, reference: str, atol: float, inputs: str, batch: int, s
             f"first diverging layer {res.get('first_diverging_layer')})"
         )
     click.echo("passed")
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Rows and the match report as JSON.")
+def layermap(folder: str, as_json: bool) -> None:
+    """Show FOLDER's layer map: source tensor -> module parameter, steps, shape -> shape, and how it
+    matches the folder's model (matched / in the map only / in the model only / shape-mismatched)."""
+    import json
+
+    from converters.folder import LAYERMAP, load_folder
+    from converters.layermap import LayerMap
+
+    lm = LayerMap.load(f"{folder}/{LAYERMAP}")
+    model = load_folder(folder)
+    report = lm.match(model.state_dict())
+    if as_json:
+        rows = [r.to_dict() for r in lm.rows]
+        click.echo(
+            json.dumps({"source_format": lm.source_format, "rows": rows, "match": report.to_dict()}, indent=1)
+        )
+    else:
+        table = lm.table()
+        widths = [max(len(r[i]) for r in table) if table else 0 for i in range(3)]
+        for src, tgt, steps, shapes in table:
+            click.echo(f"{src:<{widths[0]}} -> {tgt:<{widths[1]}}  {steps:<{widths[2]}}  {shapes}")
+        for line in report.lines():
+            click.echo(line)
+    if report.unmatched or report.shape_mismatched:
+        raise SystemExit(1)
