@@ -49,6 +49,15 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+def torchvision_kwargs(name: str, state: dict[str, Any]) -> dict[str, Any]:
+    """Builder arguments torchvision itself uses for published weights of ``name``: googlenet /
+    inception_v3 take ``transform_input=True`` and aux heads only when the state dict has them."""
+    if name not in ("googlenet", "inception_v3"):
+        return {}
+    aux = any(k.startswith(("aux", "AuxLogits")) for k in state)
+    return {"transform_input": True, "aux_logits": aux, "init_weights": False}
+
+
 def build_torchvision(name: str, weights: str | Path | None = None, **kwargs: Any) -> Any:
     """``torchvision.models.<name>(weights=None)`` with a local state dict loaded (strict).
 
@@ -58,10 +67,8 @@ def build_torchvision(name: str, weights: str | Path | None = None, **kwargs: An
     import torchvision
 
     state = load_state_dict(weights) if weights is not None else None
-    if state is not None and name in ("googlenet", "inception_v3"):
-        kwargs.setdefault("transform_input", True)
-        kwargs.setdefault("aux_logits", any(k.startswith(("aux", "AuxLogits")) for k in state))
-        kwargs.setdefault("init_weights", False)
+    if state is not None:
+        kwargs = {**torchvision_kwargs(name, state), **kwargs}
     try:
         model = torchvision.models.get_model(name, weights=None, **kwargs)
     except ValueError:
@@ -133,28 +140,22 @@ def onnx_run(path: str | Path, x: Any) -> Any:
 
 
 def verify_onnx(model: Any, path: str | Path, x: Any, tol: float = 1e-4) -> dict[str, Any]:
-    """Same inputs through PyTorch and onnxruntime: max |diff|, argmax agreement; raise when
-    max |diff| exceeds ``tol * max(1, max |reference|)`` or argmax differs."""
+    """Same inputs through PyTorch and onnxruntime, in verify.json's schema (``converters.verify.compare``:
+    max_abs_diff, rel, argmax_agreement); raise when rel exceeds ``tol`` or an argmax differs."""
     import numpy as np
     import torch
 
+    from converters.verify import compare
+
     with torch.no_grad():
         ref = model.eval()(torch.as_tensor(x)).numpy()
-    got = onnx_run(path, np.asarray(x))
-    diff = float(np.abs(ref - got).max())
-    same = bool((ref.argmax(-1) == got.argmax(-1)).all())
-    res = {
-        "reference": "torch",
-        "max_abs_diff": diff,
-        "max_abs_ref": float(np.abs(ref).max()),
-        "argmax_agree": same,
-        "batch": int(ref.shape[0]),
-        "tolerance": tol,
-    }
-    res["relative_diff"] = diff / max(1.0, res["max_abs_ref"])
-    if res["relative_diff"] > tol or not same:
+    c = compare(ref, onnx_run(path, np.asarray(x)))
+    res = {"reference": "torch", "atol": tol, "inputs": [list(np.shape(x))], **c}
+    res["passed"] = c["rel"] <= tol and c["argmax_agreement"] == 1.0
+    if not res["passed"]:
         raise VerificationError(
-            f"{Path(path).name}: ONNX differs from PyTorch (max |diff| {diff:.3g}, argmax {same})"
+            f"{Path(path).name}: ONNX differs from PyTorch (max |diff| {c['max_abs_diff']:.3g}, "
+            f"argmax agreement {c['argmax_agreement']:.3f})"
         )
     return res
 
@@ -203,30 +204,3 @@ def randomize(model: Any, seed: int = 0) -> Any:
             if not p.any():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
     return randomize_batchnorm(model, seed + 1)
-
-
-def torchvision_to_onnx(
-    name: str,
-    out: str | Path,
-    weights: str | Path | None = None,
-    opset: int = DEFAULT_OPSET,
-    verify: bool = True,
-    batch: int = 2,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """torchvision ``name`` (weights from a local state dict, else as initialized) -> ONNX at
-    ``out``, verified with onnxruntime on ``batch`` random images. Returns the verify record."""
-    import torch
-
-    model = build_torchvision(name, weights)
-    size = INPUT_SIZES.get(name, 224)
-    path = export_onnx(model, out, (3, size, size), opset=opset)
-    res: dict[str, Any] = {"onnx": str(path), "opset": opset, "input_shape": ["batch", 3, size, size]}
-    if verify:
-        x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
-        try:
-            res.update(verify_onnx(model, path, x.numpy()))
-        except VerificationError:
-            Path(path).unlink(missing_ok=True)
-            raise
-    return res

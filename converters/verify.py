@@ -58,7 +58,14 @@ def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
         agree = float((ref.argmax(axis=1) == got.argmax(axis=1)).mean())
     else:
         agree = 1.0
-    return {"max_abs_diff": diff, "rel": rel, "argmax_agreement": agree, "shape": list(ref.shape)}
+    mref = float(np.abs(ref).max()) if ref.size else 0.0
+    return {
+        "max_abs_diff": diff,
+        "rel": rel,
+        "argmax_agreement": agree,
+        "max_abs_ref": mref,
+        "shape": list(ref.shape),
+    }
 
 
 def reference_module(folder: Path, source: str | None) -> Any:

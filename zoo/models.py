@@ -299,7 +299,9 @@ def build_library(card: Any, state: dict[str, Any], where: str = "") -> Any:
         require("torch", "torchvision", what="loading a torchvision model")
         import torchvision.models as tvm
 
-        kw = dict(arch.kwargs)
+        from converters.torch_onnx import torchvision_kwargs
+
+        kw = {**torchvision_kwargs(arch.name, state), **arch.kwargs}
         if card.num_classes and "num_classes" not in kw:
             kw["num_classes"] = card.num_classes
         try:
