@@ -21,6 +21,7 @@ import numpy as np
 
 from zoo.cards import ModelCard
 from zoo.errors import ConversionError
+from zoo.fileio import current_umask
 
 from .layermap import LayerMap
 
@@ -125,12 +126,6 @@ def check_output(out_dir: str | Path, force: bool = False) -> Path:
     return out
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_folder(
     out_dir: str | Path,
     card: ModelCard | dict[str, Any] | None,
@@ -153,7 +148,7 @@ def write_folder(
     remove_stale_temporaries(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=TMP_SUFFIX, dir=out.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())
         _dump({"host": socket.gethostname(), "pid": os.getpid()}, tmp / OWNER)
         if card:
             c = card if isinstance(card, ModelCard) else ModelCard.from_dict(card)

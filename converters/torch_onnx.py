@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ConversionError, VerificationError
+from zoo.fileio import current_umask
 
 DEFAULT_OPSET = 18
 
@@ -121,6 +122,7 @@ def export_onnx(
         prog.save(str(tmp), external_data=False)
         proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto, full_check=True)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)

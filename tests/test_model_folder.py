@@ -20,6 +20,7 @@ from converters.caffe.writer import write_random_caffemodel
 from converters.folder import TMP_SUFFIX, load_folder, read_folder
 from zoo.convert import convert
 from zoo.errors import ConversionError
+from zoo.fileio import current_umask
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = """name: "tiny"
@@ -91,7 +92,12 @@ def test_folders_follow_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert out.stat().st_mode & 0o777 == 0o755
-    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    for name in (
+        "model.safetensors",
+        "card.json",
+        "verify.json" if (out / "verify.json").exists() else "card.json",
+    ):
+        assert (out / name).stat().st_mode & 0o777 == 0o644, name
     old = os.umask(0o077)
     try:
         out2 = convert(proto, tmp_path / "o2", weights=w)
@@ -160,6 +166,8 @@ def test_torchvision_state_dict_folder_loads_and_verifies(tmp_path: Path) -> Non
     assert names == ["card.json", "layermap.json", "model.onnx", "model.safetensors", "verify.json"]
     card, graph = read_folder(out)
     assert graph is None and card["architecture"] == {"kind": "torchvision", "name": "resnet18"}
+    for f in out.iterdir():  # verify.json and model.onnx too (written through mkstemp)
+        assert f.stat().st_mode & 0o777 == 0o666 & ~current_umask(), f.name
     v = json.loads((out / "verify.json").read_text())
     assert v["passed"] and v["argmax_agreement"] == 1.0 and v["backends"] == ["torch", "onnx"]
     m = zoo.load(out)

@@ -90,7 +90,9 @@ def convert_library(
             export_onnx(model, tmp / "model.onnx", size)
 
     out = write_folder(out_dir, folder_card, None, full, lmap, extra=add_onnx, force=force)
-    verify(out, reference="source")
+    from converters.verify import verify_folder
+
+    verify_folder(out, reference="source", raise_on_fail=True)  # a failure stays in verify.json
     return out
 
 
@@ -169,7 +171,13 @@ def convert(
             from converters.keras import convert_keras
 
             return convert_keras(
-                src, out_dir, to=to, arch=arch, trust_code=trust_code, preprocess=_as_preprocess(preprocess)
+                src,
+                out_dir,
+                to=to,
+                arch=arch,
+                trust_code=trust_code,
+                preprocess=_as_preprocess(preprocess),
+                force=force,
             )
         if arch is None:
             raise ConversionError(
@@ -209,7 +217,14 @@ def convert(
         # A full model file carries its own architecture; weights-only files take the card's builder.
         karch = arch or (None if _is_full_model(wts) else (card.architecture or None))
         return convert_keras(
-            wts, out_dir, to=to, arch=karch, trust_code=trust_code, preprocess=_as_preprocess(pre)
+            wts,
+            out_dir,
+            to=to,
+            arch=karch,
+            trust_code=trust_code,
+            preprocess=_as_preprocess(pre),
+            card_extra={"registry_id": card.id, **_head(card)},
+            force=force,
         )
     if card.architecture is not None and card.architecture.kind in ("torchvision", "timm"):
         wts = _pick(files, card, role="weights")
