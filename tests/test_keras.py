@@ -486,7 +486,7 @@ def test_keras_app_spec_spellings() -> None:
     ):
         assert parse_keras_app_spec(text) == want
     assert format_keras_app_spec(*want) == (
-        "keras.applications:MobileNet?alpha=0.25&include_top=false&input_shape=128,128,3&weights=null"
+        "keras.applications:MobileNet?alpha=0.25&include_top=false&input_shape=128,128,3&weights=none"
     )
     assert app_spec({"builder": "keras.applications.VGG16", "kwargs": {"classes": 10}}) == (
         "VGG16",

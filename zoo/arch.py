@@ -22,6 +22,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote
 
 from zoo.errors import ZooError
 
@@ -36,29 +37,40 @@ class ArchitectureError(ZooError):
     exit_code = 2
 
 
+_SAFE = "[]{},:\"'+-._~()*!$;/@"  # kept as is in a ?k=v value (the rest is percent-escaped)
+
+
 def _value(text: str) -> Any:
-    """``true`` -> True, ``0.25`` -> 0.25, ``128,128,3`` -> [128, 128, 3], ``imagenet`` -> "imagenet"."""
+    """``true`` -> True, ``0.25`` -> 0.25, ``[96,96,3]`` / ``96,96,3`` -> [96, 96, 3], ``avg`` -> "avg"."""
     t = text.strip()
     if t.lower() in ("none", "null"):
         return None
     if t.lower() in ("true", "false"):
         return t.lower() == "true"
-    if not t.startswith(("[", "{", '"')) and "," in t:
-        return [_value(p) for p in t.split(",") if p.strip()]
     try:
         return json.loads(t)
     except ValueError:
-        return t
+        pass
+    if "," in t:
+        return [_value(p) for p in t.split(",") if p.strip()]
+    return t
 
 
 def _text(v: Any) -> str:
+    """The inverse of :func:`_value` (flat number lists comma-joined, plain words bare, else JSON)."""
+    if (
+        isinstance(v, (list, tuple))
+        and len(v) > 1
+        and all(x is None or isinstance(x, (bool, int, float)) for x in v)
+    ):
+        return ",".join(_text(x) for x in v)
     if v is None:
         return "none"
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, (list, tuple)):
-        return ",".join(_text(x) for x in v)
-    return str(v)
+    if isinstance(v, str) and _value(v) == v and v == v.strip():
+        return v
+    return json.dumps(v, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -81,7 +93,7 @@ class Architecture:
     @property
     def spec(self) -> str:
         """The canonical one-line spelling (what ``parse`` reads back)."""
-        q = "&".join(f"{k}={_text(v)}" for k, v in self.kwargs.items())
+        q = "&".join(f"{k}={quote(_text(v), safe=_SAFE)}" for k, v in self.kwargs.items())
         return f"{self.kind}:{self.name}" + (f"?{q}" if q else "")
 
     def __str__(self) -> str:
@@ -120,7 +132,7 @@ def _from_text(text: str) -> Architecture:
         k, eq, v = part.partition("=")
         if not eq or not k.strip():
             raise ArchitectureError(f"architecture {text!r}: {part!r} is not key=value")
-        kwargs[k.strip()] = _value(v)
+        kwargs[k.strip()] = _value(unquote(v))
     return Architecture(kind, name.strip(), kwargs)
 
 

@@ -13,7 +13,6 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
 
 import numpy as np
 
@@ -176,7 +175,6 @@ def _keras3_weights(h5: Any, config: dict[str, Any], path: Path) -> dict[str, li
 
 
 APP_SPEC_PREFIXES = ("keras.applications:", "keras:")
-_SPEC_SAFE = "[]{},:\"'+-._~()*!$;/@"  # kept as is in a spec value (the rest is percent-escaped)
 
 
 def is_keras_app_spec(text: Any) -> bool:
@@ -184,65 +182,41 @@ def is_keras_app_spec(text: Any) -> bool:
     return isinstance(text, str) and text.startswith(APP_SPEC_PREFIXES)
 
 
-def _spec_value(text: str) -> Any:
-    t = text.strip()
-    if t.lower() in ("none", "null"):
-        return None
-    if t.lower() in ("true", "false"):
-        return t.lower() == "true"
-    try:
-        return json.loads(t)
-    except json.JSONDecodeError:
-        pass
-    if "," in t:  # 96,96,3 -> [96, 96, 3]
-        return [_spec_value(p) for p in t.split(",") if p.strip()]
-    return t
-
-
-def _spec_text(v: Any) -> str:
-    if (
-        isinstance(v, (list, tuple))
-        and len(v) > 1
-        and all(x is None or isinstance(x, (bool, int, float)) for x in v)
-    ):
-        return ",".join(_spec_text(x) for x in v)
-    if isinstance(v, str) and _spec_value(v) == v and v == v.strip():
-        return v  # a plain word stays unquoted: pooling=avg
-    return json.dumps(v, separators=(",", ":"))
-
-
 def parse_keras_app_spec(text: str) -> tuple[str, dict[str, Any]]:
-    """``keras.applications:NAME?k=v&...`` (or ``keras:NAME...``) -> ``(NAME, kwargs)``.
+    """``keras.applications:NAME?k=v&...`` (or ``keras:NAME...``) -> ``(NAME, kwargs)``, read by
+    the one architecture parser (:func:`zoo.arch.parse`); the inverse is :func:`format_keras_app_spec`."""
+    from zoo.arch import ArchitectureError, parse
 
-    Values: ``null`` / ``none``, ``true`` / ``false``, JSON (``0.25``, ``[96,96,3]``, ``"avg"``),
-    a comma list (``96,96,3``), else the word itself (``pooling=avg``); percent-escapes are
-    decoded. The inverse is :func:`format_keras_app_spec`. Pure: no Keras, no files.
-    """
     if not is_keras_app_spec(text):
         raise ConversionError(f"{text!r} is not a keras.applications:NAME[?k=v&...] spec")
-    name, _, query = text.split(":", 1)[1].partition("?")
-    if not name.isidentifier():
-        raise ConversionError(f"{text!r}: {name!r} is not a keras.applications builder name")
-    kwargs: dict[str, Any] = {}
-    for part in filter(None, query.split("&")):
-        k, eq, v = part.partition("=")
-        if not eq or not k.isidentifier():
-            raise ConversionError(f"{text!r}: {part!r} is not KEY=VALUE")
-        kwargs[k] = _spec_value(unquote(v))
-    return name, kwargs
+    spec = "keras.applications:" + text.split(":", 1)[1]
+    try:
+        a = parse(spec)
+    except ArchitectureError as e:
+        raise ConversionError(str(e)) from None
+    if not a.name.isidentifier():
+        raise ConversionError(f"{text!r}: {a.name!r} is not a keras.applications builder name")
+    if any(not k.isidentifier() for k in a.kwargs):
+        raise ConversionError(f"{text!r}: a key is not an identifier")
+    return a.name, dict(a.kwargs)
 
 
 def format_keras_app_spec(name: str, kwargs: dict[str, Any] | None = None) -> str:
-    """``(NAME, kwargs)`` -> ``keras.applications:NAME?k=v&...``, the inverse of
-    :func:`parse_keras_app_spec` (``parse(format(n, kw)) == (n, kw)`` for JSON-able kwargs)."""
-    q = "&".join(f"{k}={quote(_spec_text(v), safe=_SPEC_SAFE)}" for k, v in (kwargs or {}).items())
-    return f"keras.applications:{name}" + (f"?{q}" if q else "")
+    """``(NAME, kwargs)`` -> ``keras.applications:NAME?k=v&...`` (:attr:`zoo.arch.Architecture.spec`)."""
+    from zoo.arch import Architecture
+
+    return Architecture("keras.applications", name, kwargs or {}).spec
 
 
 def app_spec(arch: Any) -> tuple[str, dict[str, Any]] | None:
     """``(NAME, kwargs)`` when ``arch`` names a keras.applications builder, else None. Accepts
     a spec string (:func:`parse_keras_app_spec`), ``keras.applications.NAME`` and a registry
     card's architecture ``{"builder": "keras.applications.NAME", "kwargs": {...}}``."""
+    from zoo.arch import Architecture
+
+    if isinstance(arch, Architecture) or (isinstance(arch, dict) and "kind" in arch):
+        a = arch if isinstance(arch, Architecture) else Architecture.from_dict(arch)
+        return (a.name, dict(a.kwargs)) if a.kind == "keras.applications" else None
     if isinstance(arch, dict):
         b = arch.get("builder")
         if isinstance(b, str) and b.startswith("keras.applications."):
