@@ -60,7 +60,8 @@ def main() -> None:
     src = work / "keras_resnet50"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir()
-    run_worker(["app-make", "ResNet50", "{}", str(src), "0"], env={"KERAS_BACKEND": "torch"})
+    fixtures = Path(__file__).resolve().parents[1] / "tests" / "keras_fixtures.py"  # test-model builder
+    run_worker(["app-make", "ResNet50", "{}", str(src), "0"], env={"KERAS_BACKEND": "torch"}, script=fixtures)
     arch = "keras.applications:ResNet50"
     rows = []
     for to in ("torch", "onnx"):
