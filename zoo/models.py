@@ -7,7 +7,9 @@ own plus two for timm models, a thin adapter for torchvision):
   size (batch 1), parameter count, trainable. Names are the source layer names for converted
   models, module paths (``layer4``, ``avgpool``) for torchvision and timm; ``cut`` takes them.
 - ``cut(name)`` -> an ``nn.Module`` that ends at that layer (sharing the parameters).
-- ``forward_features(x)`` -> the output of the feature layer (``default_cut``).
+- ``forward_features(x)`` -> the output of the feature layer (``default_cut``); timm models keep
+  timm's own (the unpooled feature map its ``forward`` goes through, which ``forward`` needs), so
+  for them ``cut(default_cut)`` is the card's feature layer.
 - ``get_classifier()`` -> the classifier module; ``reset_classifier(num_classes)`` replaces it.
 - ``group_matcher(coarse=False)`` -> timm's ``{"stem": regex, "blocks": [(regex, None), ...]}``
   covering every parameter exactly once (for layer-wise learning rates).
@@ -74,6 +76,11 @@ class ZooInterface:
     classifier_name: str | None = None  # not ``classifier``: torchvision models have such a submodule
     zoo_input_size: tuple[int, ...] | None = None
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickled (``torch.save(model)``, ``copy.deepcopy``) as its library class + state: the
+        adapted class is made at run time, so pickle could not find it by name."""
+        return (_rebuild, (type(self).__bases__[0],), self.__dict__)
+
     def layers(self) -> list[LayerInfo]:
         import torch
 
@@ -88,7 +95,9 @@ class ZooInterface:
                     shapes[name] = tuple(t.shape)
 
             hooks.append(mod.register_forward_hook(hook))
-        was = self.training  # type: ignore[attr-defined]
+        # each module's own mode comes back (a BatchNorm frozen in eval inside a training model
+        # stays frozen), and the shape pass in eval mode moves no running statistics
+        modes = [(m, m.training) for m in self.modules()]  # type: ignore[attr-defined]
         try:
             self.eval()  # type: ignore[attr-defined]
             with torch.no_grad():
@@ -96,7 +105,8 @@ class ZooInterface:
         finally:
             for h in hooks:
                 h.remove()
-            self.train(was)  # type: ignore[attr-defined]
+            for m, was in modes:
+                m.training = was
         rows = []
         for i, (name, mod) in enumerate(units):
             ps = list(mod.parameters())
@@ -156,17 +166,29 @@ class ZooInterface:
 
         path = self._classifier_path()
         old = self.get_submodule(path)  # type: ignore[attr-defined]
+        bias = old.bias is not None
         if isinstance(old, nn.Linear):
-            new: nn.Module = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+            new: nn.Module = nn.Linear(old.in_features, num_classes, bias=bias)
         elif isinstance(old, nn.Conv2d):
-            new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding)
+            new = nn.Conv2d(
+                old.in_channels,
+                num_classes,
+                old.kernel_size,
+                old.stride,
+                old.padding,
+                old.dilation,
+                bias=bias,
+                padding_mode=old.padding_mode,
+            )
         else:
             from zoo.errors import ZooError
 
             raise ZooError(f"classifier {path!r} is a {type(old).__name__}: cannot resize it")
         parent_path, _, leaf = path.rpartition(".")
         parent = self.get_submodule(parent_path) if parent_path else self  # type: ignore[attr-defined]
-        setattr(parent, leaf, new.to(next(old.parameters()).device))
+        w = old.weight
+        new = new.to(device=w.device, dtype=w.dtype).train(old.training)
+        setattr(parent, leaf, new)
         if hasattr(self, "num_classes"):
             self.num_classes = num_classes
 
@@ -273,12 +295,24 @@ def cut_module(model: Any, name: str) -> Any:
     return _single_cls()(fx)
 
 
+@functools.cache
+def _adapted(cls: type) -> type:
+    """``cls`` with :class:`ZooInterface` mixed in (one class per library class)."""
+    return type(cls.__name__, (cls, ZooInterface), {"__module__": cls.__module__})
+
+
+def _rebuild(cls: type) -> Any:
+    """Unpickling an adapted model: an empty instance of the adapted class (state follows)."""
+    obj = cls.__new__(cls)
+    obj.__class__ = _adapted(cls)
+    return obj
+
+
 def adapt(model: Any, card: Any = None) -> Any:
     """Give a library model the zoo interface (its class gains :class:`ZooInterface`; timm's own
     methods win where it has them) and the card's head fields."""
-    cls = type(model)
     if not isinstance(model, ZooInterface):
-        model.__class__ = type(cls.__name__, (cls, ZooInterface), {"__module__": cls.__module__})
+        model.__class__ = _adapted(type(model))
     if card is not None:
         model.default_cut = card.default_cut
         if card.classifier:

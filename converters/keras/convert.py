@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from converters.folder import GRAPH_FORMAT, GRAPH_VERSION, parse_targets
+from converters.folder import GRAPH_FORMAT, GRAPH_VERSION, check_output, parse_targets
 from converters.keras.graph import KerasGraph, build_graph, has_lambda, inputs_only
 from converters.keras.reader import KerasSource, app_spec, format_keras_app_spec, read_keras
 from zoo.arch import parse as parse_architecture
@@ -57,6 +57,7 @@ def _card(
     preprocess: Preprocess | dict[str, Any] | str | None,
     onnx_info: dict[str, Any] | None,
     arch: Any = None,
+    card_extra: dict[str, Any] | None = None,
 ) -> ModelCard:
     files = []
     for name, role in (
@@ -117,7 +118,9 @@ def _card(
     )
     n_params = int(sum(a.size for a in g.tensors.values())) or None  # as Keras counts (BN stats too)
     stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in src.path.stem) or "model"
-    return ModelCard(
+    extra = dict(card_extra or {})
+    registry_id = extra.pop("registry_id", None)
+    card = ModelCard(
         id=f"converted/{stem}",
         name=src.path.stem,
         source="keras",
@@ -139,6 +142,7 @@ def _card(
                 }
             ],
             "keras_arch": _arch_ref(arch, tmp) or None,
+            **({"registry_id": registry_id} if registry_id else {}),
         },
         files=tuple(files),
         architecture=parse_architecture(
@@ -153,6 +157,7 @@ def _card(
         params=n_params,
         tags=("converted", "keras"),
     )
+    return dataclasses.replace(card, **extra)  # head fields, labels, ... of the registry card
 
 
 def convert_keras(
@@ -163,6 +168,8 @@ def convert_keras(
     trust_code: bool = False,
     preprocess: Preprocess | dict[str, Any] | str | None = None,
     opset: int = 17,
+    card_extra: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> Path:
     """Convert a Keras file (legacy HDF5, ``.keras``, ``.weights.h5`` with ``arch``) into ``out_dir``.
 
@@ -171,13 +178,15 @@ def convert_keras(
     folder beside ``out_dir`` and renamed into place, so a failure leaves nothing behind.
     ``preprocess``: a Preprocess (e.g. from the registry card), its dict, or a Keras mode name
     ('caffe', 'tf', 'torch'); for ``arch=keras.applications:NAME`` the application's own mode is
-    the default. It is recorded in card.json, never baked into the graph.
+    the default. It is recorded in card.json, never baked into the graph. ``card_extra``: card
+    fields from the registry card (labels, head fields ``default_cut`` / ``classifier`` /
+    ``num_classes``, licence, ...; ``registry_id`` goes into the provenance). An existing non-empty
+    ``out_dir`` is refused unless ``force``.
     """
     targets = parse_targets(to)
     path = Path(path)
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ConversionError(f"{out_dir}: output folder exists and is not empty")
+    check_output(out_dir, force)  # before any work
     src = read_keras(path, arch=arch)
     try:
         g = build_graph(src, trust_code=trust_code)  # validates the whole model, also for ONNX only
@@ -208,10 +217,12 @@ def convert_keras(
         if "torch" not in targets:
             for name in ("graph.json", "model.safetensors", "layermap.json"):
                 (tmp / name).unlink()
-        card = _card(src, g, out_dir, tmp, targets, preprocess, onnx_info, arch)
+        card = _card(src, g, out_dir, tmp, targets, preprocess, onnx_info, arch, card_extra)
         atomic_write_json(tmp / "card.json", card.to_dict())
 
-    write_folder(out_dir, {}, graph_document(g, src), g.tensors, g.layermap.to_dict(), extra=extra)
+    write_folder(
+        out_dir, {}, graph_document(g, src), g.tensors, g.layermap.to_dict(), extra=extra, force=force
+    )
     return out_dir
 
 
