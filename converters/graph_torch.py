@@ -11,7 +11,7 @@ LRN alpha / local_size): those stay custom ops. A node's module returns a tensor
 a list of tensors; eval-mode outputs reproduce the source net. Nothing here executes code from
 the file: the graph is plain data.
 
-graph.json (format "zoo-graph", version 1)::
+graph.json (format "zoo-graph", version 2)::
 
     {"format": "zoo-graph", "version": 2, "source": "caffe", "name": "LeNet",
      "inputs": [{"name": "data", "shape": [64, 1, 28, 28]}],   # declared shapes (batch is free)

@@ -11,7 +11,7 @@ own plus two for timm models, a thin adapter for torchvision):
   timm's own (the unpooled feature map its ``forward`` goes through, which ``forward`` needs), so
   for them ``cut(default_cut)`` is the card's feature layer.
 - ``get_classifier()`` -> the classifier module; ``reset_classifier(num_classes)`` replaces it.
-- ``group_matcher(coarse=False)`` -> timm's ``{"stem": regex, "blocks": [(regex, None), ...]}``
+- ``group_matcher(coarse=False)`` -> timm's ``{"stem": regex, "blocks": [(regex, (i,)), ...]}``
   covering every parameter exactly once (for layer-wise learning rates).
 - ``default_cut``: the feature layer's name.
 """
@@ -405,7 +405,7 @@ def _blob_sha(path: Any) -> str:
 
 def converted_folder(model_id: str, *, home: Any = None, **pull_kw: Any) -> Any:
     """The zoo model folder of a Caffe / Keras registry entry, converted on first use into
-    ``$ZOO_HOME/converted/<key>/`` (key: the source files' sha256, the converter version and the
+    ``$ZOO_HOME/converted/<id>-<key>/`` (key: the source files' sha256, the converter version and the
     card's architecture) and reused afterwards."""
     import hashlib
     import json
@@ -413,9 +413,11 @@ def converted_folder(model_id: str, *, home: Any = None, **pull_kw: Any) -> Any:
 
     from filelock import FileLock
 
-    from converters.folder import CARD
+    from converters.folder import GRAPH_VERSION, read_folder
+    from converters.layermap import LAYERMAP_VERSION
     from zoo import __version__, api
     from zoo.convert import convert
+    from zoo.errors import ConversionError
     from zoo.paths import zoo_home
 
     card = api.info(model_id, home=home)
@@ -423,17 +425,25 @@ def converted_folder(model_id: str, *, home: Any = None, **pull_kw: Any) -> Any:
     key_doc = {
         "id": card.id,
         "files": sorted((Path(p).name, _blob_sha(p)) for p in files),
-        "converter": __version__,
+        "converter": [__version__, GRAPH_VERSION, LAYERMAP_VERSION],
         "architecture": card.architecture.spec if card.architecture else None,
     }
     key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()[:24]
     root = Path(home) if home else zoo_home()
     out = root / "converted" / f"{card.id.replace('/', '--')}-{key}"
-    if (out / CARD).is_file():
+
+    def usable() -> bool:
+        try:
+            read_folder(out)  # a valid card, weights and a graph of this version
+        except ConversionError:
+            return False
+        return True
+
+    if usable():
         return out
     (root / "locks").mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / "locks" / f"converted-{key}.lock")):
-        if not (out / CARD).is_file():
+        if not usable():
             convert(card.id, out, to="torch", home=home, force=True, **pull_kw)
     return out
 

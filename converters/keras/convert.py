@@ -125,7 +125,7 @@ def _card(
         name=src.path.stem,
         source="keras",
         framework="pytorch" if "torch" in targets else "onnx",
-        format="zoo" if "torch" in targets else "onnx",
+        format="safetensors" if "torch" in targets else "onnx",
         origin="keras",
         provenance={
             "publisher": "local conversion",
