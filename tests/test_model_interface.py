@@ -471,16 +471,7 @@ def test_eval_outputs_unchanged_by_the_interface_calls(case: str, world: World) 
     assert all(torch.equal(after[k], state[k]) for k in state)
 
 
-_KERAS_PICKLE = pytest.mark.xfail(
-    strict=True,
-    reason="converters/keras/ops.py makes its node classes at run time (_listed): pickle cannot find "
-    "them by name (PicklingError: not the same object as converters.keras.ops.KerasConv2d)",
-)
-
-
-@pytest.mark.parametrize(
-    "case", [pytest.param(k, marks=_KERAS_PICKLE) if CASES[k].source == "keras" else k for k in CASES]
-)
+@pytest.mark.parametrize("case", list(CASES))
 def test_whole_model_pickles_and_deepcopies(case: str, world: World, tmp_path: Path) -> None:
     """torch.save(model) / copy.deepcopy keep the class, the interface and the outputs (library
     models get their class with the interface made at run time: pickle must not look it up by name)."""

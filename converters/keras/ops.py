@@ -389,8 +389,19 @@ def _listed(cls: type) -> type:
         def forward(self: nn.Module, *xs: torch.Tensor) -> list[torch.Tensor]:
             return [cls.forward(self, *xs)]
 
-        _LISTED[cls] = type(cls.__name__, (cls,), {"forward": forward, "__module__": cls.__module__})
+        def __reduce_ex__(self: nn.Module, protocol: Any) -> Any:
+            # made at run time, so pickle cannot find the class by name: rebuild it from ``cls``
+            return (_rebuild_listed, (cls,), self.__dict__)
+
+        body = {"forward": forward, "__reduce_ex__": __reduce_ex__, "__module__": cls.__module__}
+        _LISTED[cls] = type(cls.__name__, (cls,), body)
     return _LISTED[cls]
+
+
+def _rebuild_listed(cls: type) -> nn.Module:
+    """An empty instance of ``_listed(cls)`` for unpickling (``torch.save(model)``, deepcopy)."""
+    listed = _listed(cls)
+    return listed.__new__(listed)
 
 
 def _node_op(factory: Callable[[dict[str, Any]], nn.Module]) -> Callable[[dict[str, Any]], nn.Module]:
