@@ -93,6 +93,8 @@ def test_register_arch_is_stored_typed(tmp_path: Path, monkeypatch: pytest.Monke
     (entry,) = cat["models"] if isinstance(cat, dict) else cat
     assert entry["architecture"] == {"kind": "torchvision", "name": "resnet50"}
     assert entry["num_classes"] == 2
+    # head fields a bundled torchvision resnet50 card names, as nothing else was given
+    assert (entry["default_cut"], entry["classifier"]) == ("avgpool", "fc")
     r = CliRunner().invoke(cli, ["register", str(f), "--id", "me/dogs", "--arch", "resnet50"])
     assert isinstance(r.exception, ArchitectureError) and "torchvision:NAME" in str(r.exception)
     assert "me/dogs" not in (tmp_path / "home" / "catalog.json").read_text()

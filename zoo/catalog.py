@@ -12,7 +12,14 @@ from zoo.arch import Architecture, parse_optional
 from zoo.cards import Checksum, FileRef, Metric, ModelCard, Preprocess
 from zoo.errors import RegistryError
 from zoo.fileio import atomic_write_json, sha256_file
-from zoo.registry import Registry, _read_json, catalog_path, validate_entries
+from zoo.registry import (
+    Registry,
+    _parse_cards,
+    _read_json,
+    bundled_registry_path,
+    catalog_path,
+    validate_entries,
+)
 
 FORMAT_BY_SUFFIX = {
     ".pth": ("pytorch", "pth"),
@@ -68,6 +75,7 @@ def build_card(
     top1: float | None = None,
     params: int | None = None,
     default_cut: str | None = None,
+    classifier: str | None = None,
     publisher: str | None = None,
     extra_files: tuple[Path, ...] = (),
     sha256: str | None = None,
@@ -113,7 +121,7 @@ def build_card(
 
     files = [weights] + [_local_ref(Path(p), "definition") for p in extra_files]
     metrics = (Metric("top1", top1, dataset or "unknown", "user"),) if top1 is not None else ()
-    return ModelCard(
+    card = ModelCard(
         id=model_id,
         name=name or Path(weights.name).stem,
         source="user",
@@ -136,7 +144,32 @@ def build_card(
         tags=tuple(tags),
         default_cut=default_cut,
         num_classes=len(labels) if labels else None,
+        classifier=classifier,
     )
+    return _with_known_head(card)
+
+
+def _with_known_head(card: ModelCard) -> ModelCard:
+    """Head fields (feature layer, classifier module) a bundled card with the same torchvision /
+    timm architecture has, where the caller gave none: they name modules of that architecture."""
+    import dataclasses
+
+    a = card.architecture
+    if a is None or a.kind not in ("torchvision", "timm") or (card.default_cut and card.classifier):
+        return card
+    base = a.name if a.kind == "torchvision" else a.name.split(".", 1)[0]
+    bundled = bundled_registry_path()
+    for known in _parse_cards(_read_json(bundled, "registry")["models"], str(bundled)):
+        k = known.architecture
+        if k is None or k.kind != a.kind or known.classifier is None:
+            continue
+        if (k.name if k.kind == "torchvision" else str(k.details.get("base", k.name.split(".")[0]))) == base:
+            return dataclasses.replace(
+                card,
+                default_cut=card.default_cut or known.default_cut,
+                classifier=card.classifier or known.classifier,
+            )
+    return card
 
 
 def _local_ref(p: Path, role: str) -> FileRef:

@@ -34,7 +34,10 @@ from zoo.cli._app import cli
 )
 @click.option("--top1", type=float)
 @click.option("--params", type=int)
-@click.option("--default-cut")
+@click.option(
+    "--default-cut", help="The feature layer (default: the bundled cards' for a torchvision/timm --arch)."
+)
+@click.option("--classifier", help="The classifier module / layer (default as for --default-cut).")
 @click.option("--replace", is_flag=True, help="Overwrite an existing catalogue entry.")
 def register(
     path: str,
@@ -54,6 +57,7 @@ def register(
     top1: float | None,
     params: int | None,
     default_cut: str | None,
+    classifier: str | None,
     replace: bool,
 ) -> None:
     """Add a model to your catalogue ($ZOO_HOME/catalog.json).
@@ -86,6 +90,7 @@ def register(
         top1=top1,
         params=params,
         default_cut=default_cut,
+        classifier=classifier,
         extra_files=tuple(Path(d) for d in definition),
     )
     click.echo(f"registered {card.id}")
