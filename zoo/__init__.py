@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING, Any
 from zoo.errors import ZooError
 
 if TYPE_CHECKING:
-    from zoo.api import info, pull, register, registry, search
+    from zoo.api import info, layers, predict, pull, register, registry, search
     from zoo.cards import Checksum, FileRef, Metric, ModelCard, Preprocess
 
 # Loaded on first use, so `zoo --help` starts without parsing the card and registry modules.
 _LAZY = {
     "info": "zoo.api",
+    "layers": "zoo.api",
+    "predict": "zoo.api",
     "pull": "zoo.api",
     "register": "zoo.api",
     "registry": "zoo.api",
@@ -50,7 +52,9 @@ __all__ = [
     "Preprocess",
     "ZooError",
     "info",
+    "layers",
     "load",
+    "predict",
     "pull",
     "register",
     "registry",
