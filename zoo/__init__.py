@@ -13,6 +13,8 @@ from zoo.errors import ZooError
 if TYPE_CHECKING:
     from zoo.api import info, layers, predict, pull, register, registry, search
     from zoo.cards import Checksum, FileRef, Metric, ModelCard, Preprocess
+    from zoo.features import features
+    from zoo.probe import probe
 
 # Loaded on first use, so `zoo --help` starts without parsing the card and registry modules.
 _LAZY = {
@@ -23,6 +25,8 @@ _LAZY = {
     "register": "zoo.api",
     "registry": "zoo.api",
     "search": "zoo.api",
+    "features": "zoo.features",
+    "probe": "zoo.probe",
     "Checksum": "zoo.cards",
     "FileRef": "zoo.cards",
     "Metric": "zoo.cards",
@@ -37,7 +41,10 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'zoo' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(mod), name)
+    module = importlib.import_module(mod)
+    # zoo.features / zoo.probe: the module itself, callable as its function (importing a submodule
+    # binds its name on the package anyway, so the two must be one object)
+    value = module if mod == f"zoo.{name}" else getattr(module, name)
     globals()[name] = value
     return value
 
@@ -51,10 +58,12 @@ __all__ = [
     "ModelCard",
     "Preprocess",
     "ZooError",
+    "features",
     "info",
     "layers",
     "load",
     "predict",
+    "probe",
     "pull",
     "register",
     "registry",

@@ -18,6 +18,8 @@ The layout (the contract; docs/cache.md says the same for users)::
       partial/<key>.part             an interrupted download, resumed with HTTP Range; ``<key>`` is a
                                      hash of the file's identity (first URL + published checksum)
       locks/<key>.lock               one file lock per file identity (threads and processes)
+      features/<key>/                cached features (zoo.features); ``prune`` drops the broken
+                                     ones and leftover extraction folders
 
 ``<file>`` is the file's name in the card; for a member of an archive it is the member path with
 ``/`` quoted (``urllib.parse.quote(member, safe="")``).
@@ -431,17 +433,23 @@ class PruneResult:
     bytes: int = 0
     partials: int = 0
     other: int = 0
+    features: int = 0  # feature entries with an unreadable index and leftover extraction folders
+    feature_bytes: int = 0
 
     def __str__(self) -> str:
-        return (
+        s = (
             f"removed {self.blobs} unreferenced blob(s) ({self.bytes / 1e6:.1f} MB), "
             f"{self.partials} stale partial download(s), {self.other} leftover file(s)"
         )
+        if self.features:
+            s += f", {self.features} broken or leftover feature folder(s) ({self.feature_bytes / 1e6:.1f} MB)"
+        return s
 
 
 def prune(home: Path | None = None, *, partial_max_age_s: float = PARTIAL_MAX_AGE_S) -> PruneResult:
     """Drop blobs no ref points at, partial downloads not touched for ``partial_max_age_s``
-    (and not being downloaded now), leftover temporary files and dangling views."""
+    (and not being downloaded now), leftover temporary files and dangling views; feature entries
+    whose index.json is unreadable and extraction folders left by a killed process (an hour old)."""
     from filelock import FileLock, Timeout
 
     h = _home(home)
@@ -488,4 +496,8 @@ def prune(home: Path | None = None, *, partial_max_age_s: float = PARTIAL_MAX_AG
                 if p.is_symlink() and not p.exists():
                     p.unlink(missing_ok=True)
                     res.other += 1
+    if (h / "features").is_dir():  # cached features (zoo.features): not blobs, pruned there
+        from zoo.features import prune_features
+
+        res.features, res.feature_bytes = prune_features(h, max_age_s=TMP_MAX_AGE_S)
     return res
