@@ -67,7 +67,7 @@ def test_probe_real_lenet_beats_random_weights(lenet_env, few_labels: Path, tmp_
     assert "precision" in r.stdout and "macro avg" in r.stdout  # scikit-learn's classification report
     metrics = json.loads((out / "metrics.json").read_text())
     real = metrics["accuracy"]
-    assert real >= 0.90, real  # measured: 0.9370 (the issue: 0.94)
+    assert real >= 0.90, real  # measured: 0.9352 (the issue: 0.94)
     assert first.split()[2] == f"{real:.4f}"
     assert metrics["cut"] == "ip1" and metrics["n_train"] == 100 and metrics["n_test"] == 540
     assert metrics["cv_folds"] == 5 and metrics["C"] in metrics["C_grid"]
@@ -84,7 +84,7 @@ def test_probe_real_lenet_beats_random_weights(lenet_env, few_labels: Path, tmp_
     rand = _randomized(converted_folder(LENET), tmp_path / "lenet_random", seed=0)
     rnd = zoo.probe(rand, few_labels, cut="ip1", out=tmp_path / "random")
     assert not rnd.reused and rnd.key != api.key
-    # measured: 0.8500 for this draw (the issue: 0.84); seeds 1 and 2 give 0.876 and 0.835
+    # measured: 0.8333 for this draw (the issue: 0.84); seeds 1 and 2 give 0.872 and 0.835
     assert rnd.accuracy <= real - 0.08, (real, rnd.accuracy)
 
 
