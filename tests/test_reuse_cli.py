@@ -5,14 +5,13 @@ testdata/lenet_mnist), with scikit-learn's digits rendered as MNIST-like 28x28 P
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from servers import TestServer, mirror_testdata_card, offline_env, registry_card
+from test_features import lenet_world
 
 ROOT = Path(__file__).resolve().parents[1]
 LENET = "testdata/lenet_mnist"
@@ -52,18 +51,9 @@ def _digit_images(out: Path) -> tuple[list[Path], np.ndarray]:
 @pytest.fixture(scope="module")
 def world(testdata: Path, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("reuse")
-    home = tmp / "zoo_home"
-    home.mkdir()
-    with TestServer() as server, pytest.MonkeyPatch.context() as mp:
-        mirror_testdata_card(server, registry_card(LENET), testdata)
-        env = {**offline_env(home), "ZOO_MIRROR": server.url}
-        env["HTTP_PROXY"] = env["HTTPS_PROXY"]  # nothing leaves the machine; the mirror is loopback
-        for key in ("ZOO_OFFLINE", "HF_HUB_OFFLINE"):
-            mp.delenv(key, raising=False)
-        for k, v in env.items():
-            mp.setenv(k, v)
+    with lenet_world(testdata, tmp) as w:  # ZOO_HOME + the loopback mirror serving the real LeNet
         paths, target = _digit_images(tmp / "digits")
-        yield {"home": home, "env": dict(os.environ), "paths": paths, "target": target, "tmp": tmp}
+        yield {**w, "paths": paths, "target": target}
 
 
 def _zoo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
