@@ -240,6 +240,66 @@ def test_two_processes_extract_one_entry(lenet_env, tmp_path: Path) -> None:
     assert f.reused and f.path == entries[0] and f.X["train"].shape == (18, 500)
 
 
+@pytest.mark.slow
+def test_torchrun_two_ranks_give_the_entry_one_process_gives(lenet_env, tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node 2 zoo features` (gloo on CPU): each rank extracts a share, rank 0
+    joins them; the entry equals one process's (same key, same rows in the same order) and a
+    later single-process call reuses it. An odd count per split gives the ranks unequal shares."""
+    import json
+
+    import zoo
+
+    data = small_digits(tmp_path / "d", per_class=7, classes=3)
+    from PIL import Image
+
+    (data / "1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # skipped, counted
+    Image.fromarray(np.zeros((28, 28), np.uint8), "L").save(data / "2" / "blank.png")
+    home = tmp_path / "home"
+    env = {**lenet_env["env"], "ZOO_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += [
+        "-m",
+        "zoo.cli",
+        "features",
+        LENET,
+        "--data",
+        str(data),
+        "--val-fraction",
+        "0.3",
+        "--workers",
+        "0",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("extracted features: ") == 1, r.stdout  # rank 0 reports, once
+    entries = [p for p in (home / "features").iterdir()]
+    assert len(entries) == 1 and not entries[0].name.startswith("."), entries
+    assert sorted(p.name for p in entries[0].iterdir()) == [
+        "index.json",
+        "train.x.npy",
+        "train.y.npy",
+        "val.x.npy",
+        "val.y.npy",
+    ]
+    index = json.loads((entries[0] / "index.json").read_text())
+    assert index["ranks"] == 2 and [s[0].endswith("broken.png") for s in index["skipped"]] == [True]
+
+    one_home = tmp_path / "one"
+    one = zoo.features(LENET, data, val_fraction=0.3, home=one_home, workers=0)
+    assert not one.reused and one.key == entries[0].name and one.index["ranks"] == 1
+    both = zoo.features(LENET, data, val_fraction=0.3, home=home, workers=0)
+    assert both.reused and both.key == one.key
+    for split in ("train", "val"):
+        a, b = both.index["splits"][split], one.index["splits"][split]
+        assert {k: v for k, v in a.items() if k != "x_sha256"} == {
+            k: v for k, v in b.items() if k != "x_sha256"
+        }
+        assert both.X[split].shape[0] == len(one.y[split]) > 0
+        np.testing.assert_array_equal(both.y[split], one.y[split])  # the same rows in the same order
+        # other batch sizes (a share per rank): the same numbers up to float rounding
+        np.testing.assert_allclose(both.X[split], one.X[split], rtol=1e-5, atol=1e-5)
+
+
 def test_bad_cut_is_one_line_and_writes_nothing(lenet_env, tmp_path: Path) -> None:
     data = small_digits(tmp_path / "d", per_class=3, classes=2)
     home = tmp_path / "home"
@@ -298,5 +358,36 @@ def test_cache_prune_drops_broken_and_leftover_feature_folders(tmp_path: Path) -
     assert [(r.key, r.ok, r.splits) for r in rows] == [("a" * 32, True, {"train": 4}), ("b" * 32, False, {})]
     res = cache.prune(tmp_path)
     assert (res.features, res.blobs) == (2, 0) and res.feature_bytes > 0
-    assert "2 broken or leftover feature folder(s)" in str(res)
+    assert "2 feature folder(s)" in str(res)
     assert sorted(p.name for p in root.iterdir()) == sorted([good.name, new_tmp.name])
+
+
+@pytest.mark.slow  # five CLI processes: about 45 s
+def test_cache_ls_lists_feature_entries_and_prune_features_removes_them(lenet_env, tmp_path: Path) -> None:
+    import json
+
+    import zoo
+
+    data = small_digits(tmp_path / "d", per_class=3, classes=2)
+    home = tmp_path / "home"
+    env = {**lenet_env["env"], "ZOO_HOME": str(home)}
+    f = zoo.features(LENET, data, home=home)
+    r = zoo_cli(env, "cache", "ls")
+    assert r.returncode == 0, r.stderr
+    files, feats = r.stdout.split("\n\n")
+    assert files.splitlines()[0].split() == ["MODEL", "FILE", "SIZE", "SHA256", "PATH"]
+    assert any(line.split()[0] == LENET for line in files.splitlines()[1:]), files
+    rows = [line.split() for line in feats.strip().splitlines()]
+    assert rows[0] == ["FEATURES", "MODEL", "CUT", "IMAGES", "SIZE", "PATH"]
+    assert rows[1][:5] == [f.key[:12], LENET, "ip1", "train", "6"] and rows[1][-1] == str(f.path)
+    r = zoo_cli(env, "cache", "ls", "--features", "--json")
+    got = json.loads(r.stdout)
+    assert [(e["key"], e["cut"], e["splits"], e["ok"]) for e in got] == [(f.key, "ip1", {"train": 6}, True)]
+
+    r = zoo_cli(env, "cache", "prune")  # an intact entry stays
+    assert r.returncode == 0 and f.path.is_dir(), r.stderr
+    r = zoo_cli(env, "cache", "prune", "--features")
+    assert r.returncode == 0 and "1 feature folder(s)" in r.stdout, r.stdout + r.stderr
+    assert not f.path.exists()
+    r = zoo_cli(env, "cache", "ls")
+    assert r.stdout.splitlines()[1].split()[0] == LENET and "FEATURES" not in r.stdout  # files stay

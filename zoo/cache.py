@@ -433,7 +433,7 @@ class PruneResult:
     bytes: int = 0
     partials: int = 0
     other: int = 0
-    features: int = 0  # feature entries with an unreadable index and leftover extraction folders
+    features: int = 0  # feature entries (broken ones, or all) and leftover extraction folders
     feature_bytes: int = 0
 
     def __str__(self) -> str:
@@ -442,14 +442,17 @@ class PruneResult:
             f"{self.partials} stale partial download(s), {self.other} leftover file(s)"
         )
         if self.features:
-            s += f", {self.features} broken or leftover feature folder(s) ({self.feature_bytes / 1e6:.1f} MB)"
+            s += f", {self.features} feature folder(s) ({self.feature_bytes / 1e6:.1f} MB)"
         return s
 
 
-def prune(home: Path | None = None, *, partial_max_age_s: float = PARTIAL_MAX_AGE_S) -> PruneResult:
+def prune(
+    home: Path | None = None, *, partial_max_age_s: float = PARTIAL_MAX_AGE_S, all_features: bool = False
+) -> PruneResult:
     """Drop blobs no ref points at, partial downloads not touched for ``partial_max_age_s``
     (and not being downloaded now), leftover temporary files and dangling views; feature entries
-    whose index.json is unreadable and extraction folders left by a killed process (an hour old)."""
+    whose index.json is unreadable (every entry with ``all_features``) and extraction folders left
+    by a killed process (an hour old)."""
     from filelock import FileLock, Timeout
 
     h = _home(home)
@@ -499,5 +502,5 @@ def prune(home: Path | None = None, *, partial_max_age_s: float = PARTIAL_MAX_AG
     if (h / "features").is_dir():  # cached features (zoo.features): not blobs, pruned there
         from zoo.features import prune_features
 
-        res.features, res.feature_bytes = prune_features(h, max_age_s=TMP_MAX_AGE_S)
+        res.features, res.feature_bytes = prune_features(h, max_age_s=TMP_MAX_AGE_S, remove_all=all_features)
     return res

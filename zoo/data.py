@@ -584,8 +584,10 @@ class Loader:
         progress: bool | None = None,
         description: str = "images",
         seed: int | None = None,
+        pin_memory: bool = False,
     ) -> None:
         self.items = list(items)
+        self.pin_memory = pin_memory
         self.transform = transform
         self.batch_size = batch_size
         if workers is None:
@@ -614,6 +616,7 @@ class Loader:
             collate_fn=_collate,
             generator=gen,
             persistent_workers=False,
+            pin_memory=self.pin_memory,
         )
         self.stats = LoadStats()
         bar = None

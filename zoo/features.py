@@ -249,76 +249,150 @@ def _compact(src: Path, dst: Path, rows: int) -> None:
     src.unlink()
 
 
-def _extract(
+def _concat(parts: list[Path], dst: Path, rows: int, dim: int) -> None:
+    """The .npy ``parts`` (float32 (n_i, dim)) one after another into ``dst`` (chunked), removed."""
+    out = np.lib.format.open_memmap(dst, mode="w+", dtype=np.float32, shape=(rows, dim))
+    at, step = 0, 65536
+    for p in parts:
+        x = np.load(p, mmap_mode="r")
+        for i in range(0, len(x), step):
+            chunk = x[i : i + step]
+            out[at : at + len(chunk)] = chunk
+            at += len(chunk)
+        del x
+        p.unlink()
+    out.flush()
+    del out
+
+
+def device_for(device: Any = None) -> Any:
+    """``device`` as a torch.device; None: this rank's CUDA device (LOCAL_RANK) when there is one,
+    else the CPU."""
+    import torch
+
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _chunk(items: list[Any], rank: int, world: int) -> list[Any]:
+    """Rank ``rank``'s contiguous share of ``items`` (the shares, in rank order, are ``items``)."""
+    n = len(items)
+    return items[rank * n // world : (rank + 1) * n // world]
+
+
+def _extract_part(
     tmp: Path,
-    key: str,
-    doc: dict[str, Any],
+    layer: str,
     model_ref: Any,
-    card: Any,
     transform: Any,
     imgs: Any,
     *,
+    rank: int,
+    world: int,
+    device: Any,
     home: Any,
     batch_size: int,
     workers: int | None,
     progress: bool | None,
     pull_kw: dict[str, Any],
 ) -> dict[str, Any]:
+    """This rank's share of every split through the cut model, into ``tmp/<split>.x.part<rank>.npy``
+    and ``.y.part<rank>.npy``; returns what :func:`_finish` needs (rows, dim, files, skipped)."""
     import torch
 
     from zoo.data import Loader
     from zoo.models import load
 
-    layer = doc["cut"]
+    dev = device_for(device)
     model = load(model_ref, home=home, **pull_kw)
-    net = model.cut(layer).eval()  # an unknown layer: ZooError naming the close ones
-    splits: dict[str, Any] = {}
-    skipped = [[str(p), why] for p, why in imgs.skipped]
-    upscaled = 0
-    output_kind = None
-    for split, items in imgs.splits.items():
-        n_items = len(items)
+    net = model.cut(layer).eval().to(dev)  # an unknown layer: ZooError naming the close ones
+    if dev.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    out: dict[str, Any] = {"splits": {}, "skipped": [], "upscaled": 0, "output": None}
+    for split, all_items in imgs.splits.items():
+        items = _chunk(all_items, rank, world)
         loader = Loader(
             items,
             transform,
             batch_size=batch_size,
             workers=workers,
-            progress=progress,
+            progress=progress if rank == 0 else False,
             description=f"features {split}",
+            pin_memory=dev.type == "cuda",
         )
-        full = tmp / f"{split}.x.full.npy"
+        full = tmp / f"{split}.x.part{rank}.full.npy"
         xs = None
-        ys = np.zeros(n_items, np.int64)
+        ys = np.zeros(len(items), np.int64)
         row = 0
         with torch.no_grad():
             for b in loader:
-                f, kind = _as_features(net(b["x"]), len(b["x"]), layer)
-                output_kind = output_kind or kind
+                x = b["x"].to(dev, non_blocking=True)
+                if dev.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                f, kind = _as_features(net(x), len(x), layer)
+                out["output"] = out["output"] or kind
                 f = f.cpu().numpy()
                 if xs is None:
                     xs = np.lib.format.open_memmap(
-                        full, mode="w+", dtype=np.float32, shape=(n_items, f.shape[1])
+                        full, mode="w+", dtype=np.float32, shape=(len(items), f.shape[1])
                     )
                 xs[row : row + len(f)] = f
                 ys[row : row + len(f)] = b["y"].numpy()
                 row += len(f)
-        skipped += [list(s) for s in loader.stats.skipped]
-        upscaled += loader.stats.upscaled
-        if xs is None:
+        out["skipped"] += [list(s) for s in loader.stats.skipped]
+        out["upscaled"] += loader.stats.upscaled
+        part: dict[str, Any] = {"rows": row, "dim": None, "x": None, "y": None}
+        if xs is not None:
+            part["dim"] = int(xs.shape[1])
+            xs.flush()
+            del xs
+            part["x"] = f"{split}.x.part{rank}.npy"
+            if row == len(items):
+                os.replace(full, tmp / part["x"])
+            else:
+                _compact(full, tmp / part["x"], row)
+            part["y"] = f"{split}.y.part{rank}.npy"
+            np.save(tmp / part["y"], ys[:row])
+        out["splits"][split] = part
+    return out
+
+
+def _finish(
+    tmp: Path,
+    key: str,
+    doc: dict[str, Any],
+    model_ref: Any,
+    card: Any,
+    imgs: Any,
+    parts: list[dict[str, Any]],
+) -> None:
+    """Every rank's parts (in rank order) into one ``<split>.x.npy`` / ``<split>.y.npy`` per split,
+    and index.json last."""
+    splits: dict[str, Any] = {}
+    for split in imgs.splits:
+        got = [p["splits"][split] for p in parts]
+        done = [g for g in got if g["x"] is not None and g["rows"]]
+        rows = sum(g["rows"] for g in done)
+        if not rows:
             raise ZooError(f"{imgs.root}: no image of the {split} split could be decoded")
-        dim = xs.shape[1]
-        xs.flush()
-        del xs
+        dim = done[0]["dim"]
         x_name, y_name = f"{split}.x.npy", f"{split}.y.npy"
-        if row == n_items:
-            os.replace(full, tmp / x_name)
+        if len(done) == 1:
+            os.replace(tmp / done[0]["x"], tmp / x_name)
         else:
-            _compact(full, tmp / x_name, row)
-        np.save(tmp / y_name, ys[:row])
-        y = ys[:row]
+            _concat([tmp / g["x"] for g in done], tmp / x_name, rows, dim)
+        y = np.concatenate([np.load(tmp / g["y"], allow_pickle=False) for g in done])
+        np.save(tmp / y_name, y)
+        for g in got:
+            for f in (g["y"], g["x"]):
+                if f:
+                    (tmp / f).unlink(missing_ok=True)
         splits[split] = {
-            "count": row,
-            "shape": [row, dim],
+            "count": rows,
+            "shape": [rows, dim],
             "counts": {c: int((y == i).sum()) for i, c in enumerate(imgs.classes)},
             "x": x_name,
             "x_sha256": _file_sha(tmp / x_name),
@@ -330,19 +404,63 @@ def _extract(
         "key": key,
         "model": str(model_ref),
         "model_id": card.id,
-        "cut": layer,
-        "output": output_kind,
+        "cut": doc["cut"],
+        "output": next((p["output"] for p in parts if p["output"]), None),
         "classes": imgs.classes,
         "splits": splits,
-        "skipped": skipped,
-        "upscaled": upscaled,
+        "skipped": [[str(p), why] for p, why in imgs.skipped] + [s for p in parts for s in p["skipped"]],
+        "upscaled": sum(p["upscaled"] for p in parts),
+        "ranks": len(parts),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "key_document": doc,
     }
     from zoo.fileio import atomic_write_json
 
     atomic_write_json(tmp / "index.json", index)
-    return index
+
+
+def _commit(tmp: Path, path: Path, root: Path, key: str) -> None:
+    """The finished ``tmp`` renamed to ``path`` (a damaged entry there moved aside first)."""
+    if path.exists():
+        old = root / f".{key}.{uuid.uuid4().hex[:8]}.old{TMP_SUFFIX}"
+        os.replace(path, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+class _Dist:
+    """The torchrun world (``WORLD_SIZE`` > 1): the default process group (initialized here when
+    the caller has not: gloo on CPU, nccl with CUDA) and a gloo group for the small messages."""
+
+    def __init__(self) -> None:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            if torch.cuda.is_available():
+                torch.cuda.set_device(device_for(None))
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self.dist = dist
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.group = dist.new_group(backend="gloo")
+
+    def broadcast(self, obj: Any) -> Any:
+        box = [obj]
+        self.dist.broadcast_object_list(box, src=0, group=self.group)
+        return box[0]
+
+    def gather(self, obj: Any) -> list[Any]:
+        out: list[Any] = [None] * self.world
+        self.dist.all_gather_object(out, obj, group=self.group)
+        return out
+
+
+def world_size() -> int:
+    """The number of processes torchrun started (1 without torchrun)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
 
 
 def features(
@@ -356,13 +474,19 @@ def features(
     batch_size: int = 64,
     workers: int | None = None,
     progress: bool | None = None,
+    device: Any = None,
     **pull_kw: Any,
 ) -> Features:
     """Features of every image of ``data`` (an ImageFolder or a ``path,label`` CSV; see
     zoo.data.scan) at layer ``cut`` (default: the card's ``default_cut``) of ``model`` (an id or a
-    zoo model folder), frozen (eval, no grad, no augmentation). Extracted once into
-    ``$ZOO_HOME/features/<key>/`` and reused afterwards (``reused``: no forward pass ran); a damaged
-    entry is found by its shards' sha256 and extracted again, with one line on stderr."""
+    zoo model folder), frozen (eval, no grad, no augmentation), on ``device`` (default: CUDA when
+    there is one). Extracted once into ``$ZOO_HOME/features/<key>/`` and reused afterwards
+    (``reused``: no forward pass ran); a damaged entry is found by its shards' sha256 and extracted
+    again, with one line on stderr.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank extracts a contiguous share of each split
+    into its own shard, and rank 0 joins them and writes the index: the same entry, under the
+    same key, as one process makes. The ranks need one ``$ZOO_HOME`` (a shared file system)."""
     from filelock import FileLock
 
     doc, card, transform, imgs = key_document(
@@ -371,6 +495,8 @@ def features(
     key = key_of(doc)
     root = features_root(home)
     path = root / key
+    dist = _Dist() if world_size() > 1 else None
+    rank, world = (dist.rank, dist.world) if dist else (0, 1)
 
     def cached(report: bool) -> Features | None:
         if not path.exists():
@@ -382,41 +508,71 @@ def features(
                 log.warning("zoo: the cached features %s are damaged: %s; extracting them again", path, why)
             return None
 
-    got = cached(False)
-    if got is not None:
-        return got
+    def extract(tmp: Path) -> dict[str, Any]:
+        return _extract_part(
+            tmp,
+            doc["cut"],
+            model,
+            transform,
+            imgs,
+            rank=rank,
+            world=world,
+            device=device,
+            home=home,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+            pull_kw=pull_kw,
+        )
+
     locks = root.parent / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(locks / f"features-{key}.lock")):
-        got = cached(True)
-        if got is not None:
-            return got
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".{key}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
-        tmp.mkdir()
-        try:
-            _extract(
-                tmp,
-                key,
-                doc,
-                model,
-                card,
-                transform,
-                imgs,
-                home=home,
-                batch_size=batch_size,
-                workers=workers,
-                progress=progress,
-                pull_kw=pull_kw,
-            )
-            if path.exists():  # a damaged entry: moved aside, then the new one renamed in
-                old = root / f".{key}.{uuid.uuid4().hex[:8]}.old{TMP_SUFFIX}"
-                os.replace(path, old)
-                shutil.rmtree(old, ignore_errors=True)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    lock = FileLock(str(locks / f"features-{key}.lock"))
+    tmp: Path | None = None
+    got = None
+    if rank == 0:
+        got = cached(False)
+        if got is None:
+            locks.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+            got = cached(True)
+            if got is None:
+                root.mkdir(parents=True, exist_ok=True)
+                tmp = root / f".{key}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
+                tmp.mkdir()
+    try:
+        if dist:
+            told = dist.broadcast(None if tmp is None else str(tmp))
+            tmp = Path(told) if told else None
+        if tmp is None:  # reused
+            return got if got is not None else _read_entry(path, key)
+        if not dist:
+            _finish(tmp, key, doc, model, card, imgs, [extract(tmp)])
+            _commit(tmp, path, root, key)
+            tmp = None
+        else:
+            # every rank's outcome reaches every rank, so one rank's error ends them all at once
+            try:
+                answer: tuple[Any, str | None] = (extract(tmp), None)
+            except (ZooError, OSError, RuntimeError, ValueError) as e:
+                answer = (None, f"rank {rank}: {e}")
+            answers = dist.gather(answer)
+            error = next((e for _, e in answers if e), None)
+            if rank == 0 and error is None:
+                try:
+                    _finish(tmp, key, doc, model, card, imgs, [p for p, _ in answers])
+                    _commit(tmp, path, root, key)
+                    tmp = None
+                except (ZooError, OSError, ValueError) as e:
+                    error = f"rank 0: {e}"
+            error = dist.broadcast(error)  # rank 0's index is written (or not) for every rank
+            if error:
+                raise ZooError(error)
+    finally:
+        if rank == 0:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if lock.is_locked:
+                lock.release()
     out = _read_entry(path, key)
     out.reused = False
     return out

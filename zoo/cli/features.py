@@ -4,6 +4,7 @@ baseline on them (zoo.features.features / zoo.probe.probe; torch loads inside th
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,11 @@ from zoo.cli._app import cli
 
 
 def _data_options(f: Any) -> Any:
+    f = click.option(
+        "--device",
+        default=None,
+        help="torch device for the base (default: CUDA when there is one, else cpu).",
+    )(f)
     f = click.option("--mirror", "mirrors", multiple=True, help="Mirror base URL for registry ids.")(f)
     f = click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers.")(f)
     f = click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)(f)
@@ -32,8 +38,8 @@ def _data_options(f: Any) -> Any:
     return f
 
 
-def _kw(mirrors: tuple[str, ...], workers: int | None, batch_size: int) -> dict[str, Any]:
-    kw: dict[str, Any] = {"batch_size": batch_size, "workers": workers}
+def _kw(mirrors: tuple[str, ...], workers: int | None, batch_size: int, device: str | None) -> dict[str, Any]:
+    kw: dict[str, Any] = {"batch_size": batch_size, "workers": workers, "device": device}
     if mirrors:
         kw["mirrors"] = list(mirrors)
     return kw
@@ -61,16 +67,25 @@ def features(
     batch_size: int,
     workers: int | None,
     mirrors: tuple[str, ...],
+    device: str | None,
     val_fraction: float | None,
     as_json: bool,
 ) -> None:
     """Run DATA's images once through MODEL's frozen base, cut at --cut, and cache the features
-    under $ZOO_HOME/features/ (reused when nothing changed)."""
+    under $ZOO_HOME/features/ (reused when nothing changed). Under torchrun every rank extracts
+    a share and rank 0 writes the entry."""
     from zoo.features import features as extract
 
     f = extract(
-        model, data, cut=cut, val_fraction=val_fraction, seed=seed, **_kw(mirrors, workers, batch_size)
+        model,
+        data,
+        cut=cut,
+        val_fraction=val_fraction,
+        seed=seed,
+        **_kw(mirrors, workers, batch_size, device),
     )
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun: rank 0 reports
     if as_json:
         click.echo(json.dumps({k: v for k, v in f.index.items() if k != "key_document"}, indent=1))
     what = "reused the cached features (no forward pass)" if f.reused else "extracted features"
@@ -108,6 +123,7 @@ def probe(
     batch_size: int,
     workers: int | None,
     mirrors: tuple[str, ...],
+    device: str | None,
     val_fraction: float,
     out: str | None,
 ) -> None:
@@ -128,7 +144,7 @@ def probe(
         val_fraction=val_fraction,
         seed=seed,
         out=out,
-        **_kw(mirrors, workers, batch_size),
+        **_kw(mirrors, workers, batch_size, device),
     )
     if res.reused:
         click.echo("reused the cached features (no forward pass)", err=True)

@@ -63,44 +63,60 @@ def cache() -> None:
     """Inspect and manage the download cache ($ZOO_HOME)."""
 
 
-@cache.command("ls")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable, sizes in bytes.")
-def cache_ls(as_json: bool) -> None:
-    """List cached files per model: model, file, size, sha256 (first 12), path."""
-    from zoo import cache as zcache
-
-    rows = zcache.list_entries()
-    if as_json:
-        click.echo(
-            json.dumps([r if isinstance(r, dict) else r.__dict__ for r in rows], indent=1, default=str)
-        )
-        return
-    if not rows:
-        click.echo("the cache is empty", err=True)
-        return
-    table = [("MODEL", "FILE", "SIZE", "SHA256", "PATH")]
-    for r in rows:
-        d = r if isinstance(r, dict) else r.__dict__
-        path = str(d.get("path")) + ("" if d.get("present", True) else "  (blob missing)")
-        table.append(
-            (
-                str(d.get("model_id")),
-                str(d.get("file_name")),
-                zcache.human_size(d.get("size")),
-                str(d.get("sha256"))[:12],
-                path,
-            )
-        )
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
+def _columns(table: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> None:
+    """Print ``table`` (a header row first) in aligned columns, the last one as it is."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
     for row in table:
         cells = [
-            row[0].ljust(widths[0]),
-            row[1].ljust(widths[1]),
-            row[2].rjust(widths[2]),
-            row[3].ljust(widths[3]),
-            row[4],
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row[:-1], widths, strict=True))
         ]
-        click.echo("  ".join(cells))
+        click.echo("  ".join([*cells, row[-1]]))
+
+
+@cache.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable, sizes in bytes.")
+@click.option(
+    "--features", "only_features", is_flag=True, help="List the cached features (zoo features) only."
+)
+def cache_ls(as_json: bool, only_features: bool) -> None:
+    """List cached files per model (model, file, size, sha256 (first 12), path), then the cached
+    features (key, model, cut, images per split, size)."""
+    from zoo import cache as zcache
+    from zoo.features import list_feature_entries
+
+    rows = [] if only_features else zcache.list_entries()
+    feats = list_feature_entries()
+    if as_json:
+        out = feats if only_features else rows
+        click.echo(json.dumps([r if isinstance(r, dict) else r.__dict__ for r in out], indent=1, default=str))
+        return
+    if not rows and not feats:
+        click.echo("the cache is empty" if not only_features else "no cached features", err=True)
+        return
+    if rows:
+        table = [("MODEL", "FILE", "SIZE", "SHA256", "PATH")]
+        for r in rows:
+            d = r if isinstance(r, dict) else r.__dict__
+            path = str(d.get("path")) + ("" if d.get("present", True) else "  (blob missing)")
+            table.append(
+                (
+                    str(d.get("model_id")),
+                    str(d.get("file_name")),
+                    zcache.human_size(d.get("size")),
+                    str(d.get("sha256"))[:12],
+                    path,
+                )
+            )
+        _columns(table, right=(2,))
+    if feats:
+        if rows:
+            click.echo("")
+        table = [("FEATURES", "MODEL", "CUT", "IMAGES", "SIZE", "PATH")]
+        for f in feats:
+            images = ", ".join(f"{s} {n}" for s, n in f.splits.items()) if f.ok else "(unreadable index)"
+            table.append((f.key[:12], str(f.model), str(f.cut), images, zcache.human_size(f.size), f.path))
+        _columns(table, right=(4,))
 
 
 @cache.command("verify")
@@ -151,10 +167,17 @@ def cache_rm(model_id: str, forget_pins: bool) -> None:
 
 
 @cache.command("prune")
-def cache_prune() -> None:
-    """Delete blobs no model refers to and stale partial downloads."""
+@click.option(
+    "--features",
+    "all_features",
+    is_flag=True,
+    help="Also delete every cached feature entry (they are rebuilt by the next zoo features).",
+)
+def cache_prune(all_features: bool) -> None:
+    """Delete blobs no model refers to, stale partial downloads and broken or leftover feature
+    folders (with --features: every feature entry not being written now)."""
     from zoo import cache as zcache
 
-    res = zcache.prune()
+    res = zcache.prune(all_features=all_features)
     if res is not None:
         click.echo(str(res))
