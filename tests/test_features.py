@@ -57,12 +57,14 @@ def small_digits(out: Path, per_class: int = 8, classes: int = 4) -> Path:
 
 
 @contextlib.contextmanager
-def lenet_world(testdata: Path, tmp: Path) -> Iterator[dict[str, Any]]:
-    """ZOO_HOME + a loopback mirror serving the real LeNet, set in os.environ while open."""
+def lenet_world(testdata: Path, tmp: Path, ids: tuple[str, ...] = (LENET,)) -> Iterator[dict[str, Any]]:
+    """ZOO_HOME + a loopback mirror serving the real files of the testdata cards ``ids`` (the real
+    LeNet), set in os.environ while open."""
     home = tmp / "zoo_home"
     home.mkdir()
     with TestServer() as server, pytest.MonkeyPatch.context() as mp:
-        mirror_testdata_card(server, registry_card(LENET), testdata)
+        for model_id in ids:
+            mirror_testdata_card(server, registry_card(model_id), testdata)
         env = {**offline_env(home), "ZOO_MIRROR": server.url}
         env["HTTP_PROXY"] = env["HTTPS_PROXY"]  # nothing leaves the machine; the mirror is loopback
         for key in ("ZOO_OFFLINE", "HF_HUB_OFFLINE"):

@@ -1,5 +1,6 @@
 """The linear-probe baseline (zoo/probe.py, `zoo probe`) on the real Caffe LeNet: transfer with
-ten labelled images per class beats the same architecture with random frozen weights."""
+ten labelled images per class beats the same architecture with random frozen weights; and the
+same probe end to end on the real Keras files (vww_96, mini-Xception) at their default cuts."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import numpy as np
 import pytest
 from test_features import LENET, lenet_world, small_digits, write_digits, zoo_cli
 
+KERAS = ("testdata/vww_96", "testdata/fer2013_mini_xception")
 pytestmark = pytest.mark.slow  # two extractions and four cross-validated fits: about 30 s
 
 
 @pytest.fixture(scope="module")
 def lenet_env(testdata: Path, tmp_path_factory: pytest.TempPathFactory):
-    with lenet_world(testdata, tmp_path_factory.mktemp("probe")) as world:
+    with lenet_world(testdata, tmp_path_factory.mktemp("probe"), ids=(LENET, *KERAS)) as world:
         yield world
 
 
@@ -98,3 +100,58 @@ def test_probe_needs_a_held_out_split(lenet_env, tmp_path: Path) -> None:
         zoo.probe(LENET, data, val_fraction=0)
     res = zoo.probe(LENET, data, val_fraction=0.5, seed=1)  # one folder split: 3 of 6 held out
     assert res.n_train == 9 and res.n_test == 9 and res.folds == 3 and 0 <= res.accuracy <= 1
+
+
+def _generated_images(out: Path, seed: int) -> Path:
+    """Two classes of 9 generated images each (noise around a class colour; PNG and JPEG, sizes
+    other than the input, one grey and one RGBA), one folder of class folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c, colour in enumerate([(200, 40, 40), (40, 40, 200)]):
+        d = out / f"class_{c}"
+        d.mkdir(parents=True)
+        for i in range(9):
+            h, w = int(rng.integers(50, 140)), int(rng.integers(50, 140))
+            a = np.clip(rng.normal(colour, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+            im = Image.fromarray(a)
+            if i == 0:
+                im = im.convert("L")
+            elif i == 1:
+                im = im.convert("RGBA")
+            im.save(d / f"{i}.{'jpg' if i % 3 == 2 else 'png'}")
+    return out
+
+
+@pytest.mark.parametrize("model_id", KERAS)
+def test_probe_on_a_real_keras_source_at_its_default_cut(lenet_env, model_id: str, tmp_path: Path) -> None:
+    """Shape and determinism, not accuracy: the features at the card's default cut have the
+    cut layer's channels, and a second extraction in another ZOO_HOME gives the same bytes and
+    the same probe."""
+    import zoo
+
+    data = _generated_images(tmp_path / "images", seed=3)
+    card = zoo.info(model_id)
+    out = tmp_path / "probe"
+    r = zoo_cli(lenet_env["env"], "probe", model_id, "--data", str(data), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["cut"] == card.default_cut and metrics["n_train"] + metrics["n_test"] == 18
+    assert metrics["n_test"] == 6 and 0.0 <= metrics["accuracy"] <= 1.0  # 30% of 9 per class, rounded
+
+    f = zoo.features(model_id, data, val_fraction=0.3)
+    assert f.reused and f.cut == card.default_cut  # the probe's entry
+    (row,) = [r for r in zoo.layers(model_id) if r["name"] == card.default_cut]
+    channels = row["output_shape"][1]  # (1, C, H, W) or (1, D) at the card's input size, NCHW
+    assert f.X["train"].shape == (12, channels) and f.X["val"].shape == (6, channels)
+    assert np.isfinite(f.X["train"]).all() and np.asarray(f.X["train"]).std() > 0
+
+    other = tmp_path / "home2"
+    g = zoo.features(model_id, data, val_fraction=0.3, home=other)  # converted and extracted again
+    assert not g.reused and g.key == f.key
+    for split in ("train", "val"):
+        np.testing.assert_array_equal(g.X[split], f.X[split])
+        np.testing.assert_array_equal(g.y[split], f.y[split])
+    again = zoo.probe(model_id, data, home=other)
+    assert again.reused and again.accuracy == metrics["accuracy"]
+    assert again.confusion == metrics["confusion_matrix"]
