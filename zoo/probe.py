@@ -4,7 +4,7 @@ on the training split; scored on the held-out split (``val``, else ``test``).
 
 Written into ``out``: ``metrics.json`` (accuracy, the chosen C, the CV folds, the classification
 report as a dict, the confusion matrix, the features' key), ``report.txt`` (the printed text) and
-``confusion.png`` (matplotlib, Agg backend).
+``confusion.png`` (zoo.report.plot_confusion, the one confusion-matrix plot).
 """
 
 from __future__ import annotations
@@ -45,26 +45,6 @@ class ProbeResult:
             f"held-out accuracy: {self.accuracy:.4f} ({self.split} split, {self.n_test} images; "
             f"trained on {self.n_train}, C={self.C:g} by {self.folds}-fold CV)\n\n{self.report}"
         )
-
-
-def _write_confusion_png(path: Path, cm: np.ndarray, classes: list[str], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    size = max(4.0, 0.45 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    try:
-        ConfusionMatrixDisplay(cm, display_labels=classes).plot(
-            ax=ax, colorbar=False, xticks_rotation="vertical"
-        )
-        ax.set_title(title)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
 
 
 def probe(
@@ -163,7 +143,9 @@ def probe(
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_json(d / "metrics.json", res.metrics)
         atomic_write_text(d / "report.txt", res.text())
-        _write_confusion_png(d / "confusion.png", cm, list(f.classes), f"{model} @ {f.cut}: {acc:.3f}")
+        from zoo.report import plot_confusion
+
+        plot_confusion(d / "confusion.png", cm, list(f.classes), f"{model} @ {f.cut}: {acc:.3f}")
     return res
 
 
