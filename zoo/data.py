@@ -524,10 +524,17 @@ class _Files:
     """A torch Dataset over ``(path, label)`` pairs: (tensor, label, index) or None for a file that
     cannot be decoded (the collate function drops and counts it)."""
 
-    def __init__(self, items: Sequence[tuple[Path, int]], transform: Transform, train: bool) -> None:
+    def __init__(
+        self,
+        items: Sequence[tuple[Path, int]],
+        transform: Transform,
+        train: bool,
+        aug_seed: int | None = None,
+    ) -> None:
         self.items = list(items)
         self.transform = transform
         self.train = train
+        self.aug_seed = aug_seed
 
     def __len__(self) -> int:
         return len(self.items)
@@ -537,7 +544,16 @@ class _Files:
 
         path, y = self.items[i]
         try:
-            x, info = self.transform.load(path, train=self.train)
+            if self.train and self.aug_seed is not None:
+                import torch
+
+                # the image's own draw: the same crop and flip whichever worker decodes it and
+                # whenever (a resumed run), and the caller's torch RNG untouched
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed((self.aug_seed * 1_000_003 + i) % (2**63))
+                    x, info = self.transform.load(path, train=True)
+            else:
+                x, info = self.transform.load(path, train=self.train)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             return ("skip", str(path), f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         return ("ok", x, y, i, bool(info["upscaled"]))
@@ -570,7 +586,9 @@ class LoadStats:
 class Loader:
     """Batches of one split: iterate for ``{"x", "y", "index"}`` dicts (x: float32 NCHW); after a
     pass ``stats`` holds the counts. Decoding runs in DataLoader workers (``workers``) with a rich
-    progress bar on a terminal."""
+    progress bar on a terminal. ``order``: the item indices to visit, in that order (a sampler);
+    ``aug_seed``: each training image's augmentation drawn from its own seed (``aug_seed``, index),
+    so it does not depend on the worker or on where a resumed run starts."""
 
     def __init__(
         self,
@@ -585,9 +603,13 @@ class Loader:
         description: str = "images",
         seed: int | None = None,
         pin_memory: bool = False,
+        order: Sequence[int] | None = None,
+        aug_seed: int | None = None,
     ) -> None:
         self.items = list(items)
         self.pin_memory = pin_memory
+        self.order = None if order is None else list(order)
+        self.aug_seed = aug_seed
         self.transform = transform
         self.batch_size = batch_size
         if workers is None:
@@ -601,17 +623,26 @@ class Loader:
         self.stats = LoadStats()
 
     def __len__(self) -> int:
-        return math.ceil(len(self.items) / self.batch_size)
+        n = len(self.items) if self.order is None else len(self.order)
+        return math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         import torch
         from torch.utils.data import DataLoader
 
-        gen = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
+        # a generator of its own (the workers' seeds come from it), so iterating never draws from
+        # the caller's torch RNG; only an unseeded shuffle draws its seed from there
+        if self.seed is not None:
+            gen = torch.Generator().manual_seed(self.seed)
+        elif self.shuffle and self.order is None:
+            gen = None
+        else:
+            gen = torch.Generator().manual_seed(0)
         dl = DataLoader(
-            _Files(self.items, self.transform, self.train),
+            _Files(self.items, self.transform, self.train, self.aug_seed),
             batch_size=self.batch_size,
-            shuffle=self.shuffle,
+            shuffle=self.shuffle and self.order is None,
+            sampler=self.order,
             num_workers=self.workers,
             collate_fn=_collate,
             generator=gen,
@@ -632,7 +663,9 @@ class Loader:
                 console=Console(stderr=True),
                 transient=True,
             )
-            task = bar.add_task(self.description, total=len(self.items))
+            task = bar.add_task(
+                self.description, total=len(self.items) if self.order is None else len(self.order)
+            )
             bar.start()
         try:
             for b in dl:
