@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from zoo.api import info, layers, predict, pull, register, registry, search
     from zoo.cards import Checksum, FileRef, Metric, ModelCard, Preprocess
     from zoo.features import features
+    from zoo.finetune import evaluate, finetune
     from zoo.probe import probe
 
 # Loaded on first use, so `zoo --help` starts without parsing the card and registry modules.
@@ -26,6 +27,8 @@ _LAZY = {
     "registry": "zoo.api",
     "search": "zoo.api",
     "features": "zoo.features",
+    "finetune": "zoo.finetune",
+    "evaluate": "zoo.finetune",
     "probe": "zoo.probe",
     "Checksum": "zoo.cards",
     "FileRef": "zoo.cards",
@@ -42,7 +45,7 @@ def __getattr__(name: str) -> Any:
     import importlib
 
     module = importlib.import_module(mod)
-    # zoo.features / zoo.probe: the module itself, callable as its function (importing a submodule
+    # zoo.features / zoo.probe / zoo.finetune: the module itself, callable as its function (importing a submodule
     # binds its name on the package anyway, so the two must be one object)
     value = module if mod == f"zoo.{name}" else getattr(module, name)
     globals()[name] = value
@@ -58,7 +61,9 @@ __all__ = [
     "ModelCard",
     "Preprocess",
     "ZooError",
+    "evaluate",
     "features",
+    "finetune",
     "info",
     "layers",
     "load",

@@ -171,9 +171,9 @@ class FineTuneModel(nn.Module):
 
     def train(self, mode: bool = True) -> FineTuneModel:
         super().train(mode)
-        for m in self._frozen:
+        for m in self._frozen:  # each module's own flag (train(False) would recurse into BatchNorm)
             if not (self.train_bn and isinstance(m, BATCHNORMS)):
-                m.train(False)
+                m.training = False
         return self
 
     def frozen_parameter_names(self) -> list[str]:

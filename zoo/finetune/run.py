@@ -306,8 +306,12 @@ def finetune(
     ck_path = run_dir / CHECKPOINT
     if resume is not None and ck_path.is_file():
         trainer.restore(load_checkpoint(ck_path))
-    elif resume is not None:
-        log.warning("zoo: %s has no checkpoint yet: starting the run from the beginning", run_dir)
+    else:
+        if resume is not None:
+            log.warning("zoo: %s has no checkpoint yet: starting the run from the beginning", run_dir)
+        # dropout's stream starts here, from the seed, whatever building the model or the feature
+        # cache drew before (so a cached stage 1 draws the masks training through the base draws)
+        torch.manual_seed(opts.seed)
     t0 = time.perf_counter()
     try:
         trainer.run()
