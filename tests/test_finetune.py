@@ -250,9 +250,10 @@ def test_resume_after_sigkill_mid_epoch_in_both_stages_ends_as_an_uninterrupted_
 ) -> None:
     import torch
 
+    data = small_digits(tmp_path / "d", per_class=12, classes=3)  # 30 train: 8 batches an epoch
     args = [
         "--data",
-        str(few_labels),
+        str(data),
         *LENET_RUN[:-2],
         "--batch-size",
         "4",
@@ -274,13 +275,13 @@ def test_resume_after_sigkill_mid_epoch_in_both_stages_ends_as_an_uninterrupted_
 
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "zoo.cli", "finetune", LENET, "--out", str(run), *args]
-    rc, left = _run_until(cmd, world["env"], run, stage=1, min_batch=5)
+    rc, left = _run_until(cmd, world["env"], run, stage=1, min_batch=3)
     assert rc == -signal.SIGKILL, rc
-    assert left["stage"] == 1 and 0 < left["batch"] < 25, left  # killed mid-epoch
+    assert left["stage"] == 1 and 0 < left["batch"] < 8, left  # killed mid-epoch
     resume = [sys.executable, "-m", "zoo.cli", "finetune", "--resume", str(run)]
-    rc, left = _run_until(resume, world["env"], run, stage=2, min_batch=5)
+    rc, left = _run_until(resume, world["env"], run, stage=2, min_batch=3)
     assert rc == -signal.SIGKILL, rc
-    assert left["stage"] == 2 and 0 < left["batch"] < 25, left
+    assert left["stage"] == 2 and 0 < left["batch"] < 8, left
     r = subprocess.run(resume, cwd=ROOT, env=world["env"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
 

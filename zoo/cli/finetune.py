@@ -131,7 +131,7 @@ def finetune(
         lg.addHandler(handler)
         lg.setLevel(logging.INFO)
     if resume is not None:
-        given = [k for k in ("model", "data", "out") if locals()[k] is not None]
+        given = [k for k, v in (("MODEL", model), ("--data", data), ("--out", out)) if v is not None]
         if given:
             from zoo.errors import ZooError
 

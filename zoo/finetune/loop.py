@@ -240,6 +240,8 @@ def build(
     head = Head(HeadSpec.parse(opts.head), in_shape, num_classes)
     net = FineTuneModel(base, head, train_bn=opts.train_bn)
     built = Built(net, full, layer, in_shape, input_size)
+    if opts.unfreeze.startswith("upto:"):  # checked now, not when stage 2 begins
+        layers_upto(full, opts.unfreeze[5:], "--unfreeze")
     apply_stage(built, opts, 1)
     return built
 
@@ -347,6 +349,7 @@ class RunState:
     bad_epochs: int = 0
     done: bool = False
     stopped_early: dict[str, int] = field(default_factory=dict)
+    epoch_lr: float = 0.0  # the head's learning rate as the current epoch began
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -360,6 +363,7 @@ class RunState:
             "bad_epochs": self.bad_epochs,
             "done": self.done,
             "stopped_early": self.stopped_early,
+            "epoch_lr": self.epoch_lr,
         }
 
 
@@ -561,7 +565,8 @@ class Trainer:
         loss_fn = self._loss_fn()
         self.module.train()  # FineTuneModel.train keeps the frozen part in eval mode
         sched_per_step = not isinstance(self.schedule, torch.optim.lr_scheduler.ReduceLROnPlateau)
-        self.epoch_lr = float(self.optimizer.param_groups[0]["lr"])  # the head's, as the epoch (re)starts
+        if st.batch == 0:
+            st.epoch_lr = float(self.optimizer.param_groups[0]["lr"])
         b = st.batch
         accumulated = 0
         for x, y in self._batches(stage, order[start:], True, opts.seed * 100_003 + global_epoch):
@@ -646,7 +651,7 @@ class Trainer:
             "train_acc": tr[1] / max(tr[2], 1),
             "val_loss": val_loss,
             "val_acc": val_acc,
-            "lr": self.epoch_lr,
+            "lr": st.epoch_lr,
         }
         st.history.append(row)
         if isinstance(self.schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
