@@ -45,8 +45,8 @@ def __getattr__(name: str) -> Any:
     import importlib
 
     module = importlib.import_module(mod)
-    # zoo.features / zoo.probe / zoo.finetune: the module itself, callable as its function (importing a submodule
-    # binds its name on the package anyway, so the two must be one object)
+    # zoo.features / zoo.probe / zoo.finetune: the module itself, callable as its function
+    # (importing a submodule binds its name on the package anyway, so the two must be one object)
     value = module if mod == f"zoo.{name}" else getattr(module, name)
     globals()[name] = value
     return value
