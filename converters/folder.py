@@ -218,9 +218,15 @@ def read_folder(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None
                 f"{p / GRAPH}: {graph.get('format')} version {graph.get('version')}, this zoo reads "
                 f"{GRAPH_FORMAT} version {GRAPH_VERSION}: convert again"
             )
-    elif card.architecture is None or card.architecture.kind not in ("torchvision", "timm"):
+    elif card.architecture is None or card.architecture.kind not in ("torchvision", "timm", "finetune"):
         raise ConversionError(f"{p}: not a zoo model folder ({GRAPH} missing)")
     return card.to_dict(), graph
+
+
+def graph_of(model: Any) -> dict[str, Any] | None:
+    """The graph.json document a GraphModule was built from; None for a library model."""
+    g = getattr(model, "graph", None)
+    return g if isinstance(g, dict) and g.get("format") == GRAPH_FORMAT else None
 
 
 def load_folder(path: str | Path):  # -> nn.Module with the zoo model interface
@@ -233,6 +239,10 @@ def load_folder(path: str | Path):  # -> nn.Module with the zoo model interface
     p = Path(path)
     card_d, graph = read_folder(p)
     card = ModelCard.from_dict(card_d)
+    if card.architecture is not None and card.architecture.kind == "finetune":
+        from zoo.export import load_exported
+
+        return load_exported(p, card, graph)
     if graph is None:
         from zoo.models import build_library
 

@@ -73,13 +73,18 @@ def register(
 ) -> ModelCard:
     """Add a model to the user catalogue; returns its card.
 
-    ``path`` is a local file (hashed now) or an http(s) URL, which then needs ``sha256=`` (and may
-    give ``size=``): nothing is downloaded until it is pulled.
+    ``path`` is a local file (hashed now), a zoo model folder (its card.json and files; ``zoo
+    export`` writes one) or an http(s) URL, which then needs ``sha256=`` (and may give ``size=``):
+    nothing is downloaded until it is pulled.
     """
-    from zoo.catalog import build_card, is_url
+    from zoo.catalog import build_card, folder_card, is_url
     from zoo.catalog import register as _register
 
-    card = build_card(path if is_url(path) else Path(path), model_id, **card_fields)
+    if not is_url(path) and Path(path).is_dir():  # a zoo model folder (zoo export / zoo convert)
+        keep = {k: card_fields.get(k) for k in ("name", "dataset", "license", "tags")}
+        card = folder_card(Path(path), model_id, **keep)
+    else:
+        card = build_card(path if is_url(path) else Path(path), model_id, **card_fields)
     _register(card, home=home, replace=replace)
     return card
 

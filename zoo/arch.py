@@ -10,6 +10,8 @@ One type and one parser for every spelling (used by the registry generator, ``zo
     caffe:deploy.prototxt                         (or any path ending in .prototxt)
     graph:graph.json                              a zoo graph (or any path ending in graph.json)
     detectron:resnet50                            Detectron's Caffe2 pickles (not loadable: pickle)
+    finetune:PARENT_ID                            a zoo finetune run exported (zoo.export): the parent cut
+                                                  at kwargs.cut + a new head
 
 On a card it is written ``{"kind": ..., "name": ..., "kwargs": {...}, "details": {...}}``; the older
 dict spellings of registry entries (``builder``/``model_name``/``prototxt``) are read too.
@@ -26,7 +28,7 @@ from urllib.parse import quote, unquote
 
 from zoo.errors import ZooError
 
-KINDS = ("torchvision", "timm", "keras.applications", "keras", "caffe", "graph", "detectron")
+KINDS = ("torchvision", "timm", "keras.applications", "keras", "caffe", "graph", "detectron", "finetune")
 _EXAMPLES = "torchvision:NAME, timm:NAME, keras.applications:NAME?k=v, caffe:FILE.prototxt, graph:graph.json"
 _PREFIXES = (("torchvision.models.", "torchvision"), ("keras.applications.", "keras.applications"))
 

@@ -149,6 +149,37 @@ def build_card(
     return _with_known_head(card)
 
 
+FOLDER_FILES = (("model.safetensors", "weights"), ("graph.json", "definition"), ("model.onnx", "model"))
+
+
+def folder_card(folder: Path, model_id: str, **fields: Any) -> ModelCard:
+    """A catalogue card for a zoo model folder (``zoo export``, ``zoo convert``): its card.json
+    with this id, and its files (weights, graph.json, model.onnx; hashed now, file:// URLs) as the
+    card's files. ``fields``: card fields to override (name, dataset, license, tags, ...)."""
+    import dataclasses
+
+    from converters.folder import read_card
+
+    folder = Path(folder).resolve()
+    card = read_card(folder)
+    if "/" not in model_id:
+        model_id = f"user/{model_id}"
+    files = tuple(_local_ref(folder / n, role) for n, role in FOLDER_FILES if (folder / n).is_file())
+    if not files or files[0].name != "model.safetensors":
+        raise RegistryError(f"{folder}: not a zoo model folder (no model.safetensors)")
+    prov = {**card.provenance, "note": f"registered from the folder {folder}"}
+    given = {k: v for k, v in fields.items() if v not in (None, (), [])}
+    return dataclasses.replace(
+        card,
+        id=model_id,
+        source="user",
+        family=model_id.split("/", 1)[0],
+        files=files,
+        provenance=prov,
+        **given,
+    )
+
+
 def _with_known_head(card: ModelCard) -> ModelCard:
     """Head fields (feature layer, classifier module) a bundled card with the same torchvision /
     timm architecture has, where the caller gave none: they name modules of that architecture."""

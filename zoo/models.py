@@ -469,6 +469,14 @@ def load(ref: Any, *, home: Any = None, **pull_kw: Any) -> Any:
         return build_library(card, read_state(_weights_file(card, files)), where=card.id)
     if kind in ("caffe", "keras", "keras.applications", "graph"):
         return load_folder(converted_folder(card.id, home=home, **pull_kw))
+    if kind == "finetune":  # a registered zoo export: its files are the folder (the card is the catalogue's)
+        import json
+
+        from zoo.export import load_exported
+
+        files = {Path(f).name: Path(f) for f in api.pull(card.id, home=home, **pull_kw)}
+        graph = json.loads(files["graph.json"].read_text()) if "graph.json" in files else None
+        return load_exported(files["model.safetensors"].parent, card, graph)
     if kind == "detectron":
         raise ZooError(f"{card.id}: a Detectron pickle: loading it would run code, so zoo does not load it")
     raise ZooError(f"{card.id}: the card has no architecture zoo can build (register it with --arch)")

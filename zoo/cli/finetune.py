@@ -187,3 +187,28 @@ def evaluate(
     dest = Path(out) if out else Path(run_dir) / f"eval-{Path(data).name}"
     click.echo(f"accuracy {final['accuracy']:.4f} on {final['n']} images")
     click.echo(f"report: {dest / 'report.html'}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option(
+    "-o", "--out", required=True, type=click.Path(file_okay=False), help="The model folder to write."
+)
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(["torch", "onnx", "all"]),
+    default="all",
+    show_default=True,
+    help="Targets.",
+)
+@click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+def export(run_dir: str, out: str, to: str, force: bool) -> None:
+    """The run's best model as a zoo model folder (card with labels, preprocessing, the parent model,
+    metrics and the training config; model.onnx checked against torch with --to onnx|all).
+    `zoo register OUT --id me/NAME` then puts it in your catalogue."""
+    from zoo.export import export as run
+
+    folder = run(run_dir, out, to=to, force=force)
+    click.echo(f"exported {folder}")
+    click.echo(f"next: zoo register {folder} --id me/NAME")

@@ -62,8 +62,9 @@ def register(
 ) -> None:
     """Add a model to your catalogue ($ZOO_HOME/catalog.json).
 
-    PATH_OR_URL is a local file (hashed now) or an http(s) URL on your own server, which needs
-    --sha256 (nothing is downloaded until `zoo pull` fetches and verifies it).
+    PATH_OR_URL is a local file (hashed now), a zoo model folder (from zoo export or zoo convert:
+    its card and files) or an http(s) URL on your own server, which needs --sha256 (nothing is
+    downloaded until `zoo pull` fetches and verifies it).
     """
     from zoo import api
     from zoo.catalog import is_url
@@ -71,7 +72,7 @@ def register(
     if not is_url(path):  # a local file: checked exactly as click.Path(exists=True) would
         ctx = click.get_current_context()
         param = next(p for p in ctx.command.params if p.name == "path")
-        path = click.Path(exists=True, dir_okay=False).convert(path, param, ctx)
+        path = click.Path(exists=True, dir_okay=True).convert(path, param, ctx)
     card = api.register(
         path,
         model_id,

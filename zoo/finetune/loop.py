@@ -238,7 +238,8 @@ def build(
     in_shape = head_input_shape(base, input_size)
     torch.manual_seed(opts.seed)
     head = Head(HeadSpec.parse(opts.head), in_shape, num_classes)
-    net = FineTuneModel(base, head, train_bn=opts.train_bn)
+    net = FineTuneModel(base, head, train_bn=opts.train_bn).attach(full, layer)
+    net.input_size = input_size
     built = Built(net, full, layer, in_shape, input_size)
     if opts.unfreeze.startswith("upto:"):  # checked now, not when stage 2 begins
         layers_upto(full, opts.unfreeze[5:], "--unfreeze")

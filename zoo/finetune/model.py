@@ -10,6 +10,7 @@ import difflib
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -81,6 +82,9 @@ class Head(nn.Module):
 def layer_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(layer name, module)`` in forward order, one per row of ``model.layers()`` (the names
     ``--cut``, ``--freeze upto:`` and ``--unfreeze upto:`` take)."""
+    own = getattr(model, "layer_modules", None)
+    if callable(own):  # a fine-tuned model: its parent's layers up to the cut, then the head's
+        return own()
     graph = getattr(model, "graph", None)
     if isinstance(graph, dict) and "nodes" in graph:  # a converted GraphModule: one module per node
         mods = dict(model.named_children())
@@ -178,6 +182,115 @@ class FineTuneModel(nn.Module):
 
     def frozen_parameter_names(self) -> list[str]:
         return [n for n, p in self.named_parameters() if not p.requires_grad]
+
+    # -- the zoo model interface (zoo.models), so a fine-tuned model is reused like any other
+    def attach(self, full: nn.Module, cut: str) -> FineTuneModel:
+        """Remember the model the base was cut from (not a submodule: its parameters are the
+        base's, shared) and the cut; :meth:`layers`, :meth:`cut` and :meth:`group_matcher` use it."""
+        object.__setattr__(self, "_full", full)
+        self.cut_layer = cut
+        self.default_cut = cut  # the features the head reads
+        self.classifier = "head.mlp.fc"
+        return self
+
+    def _parent(self) -> nn.Module:
+        full = getattr(self, "_full", None)
+        if full is None:
+            raise ZooError("this fine-tuned model does not know the model it was cut from")
+        return full
+
+    def _head_rows(self) -> list[tuple[str, nn.Module]]:
+        rows: list[tuple[str, nn.Module]] = []
+        if not isinstance(self.head.pool, nn.Identity):
+            rows.append(("head.pool", self.head.pool))
+        rows += [(f"head.mlp.{n}", m) for n, m in self.head.mlp.named_children()]
+        return rows
+
+    def layer_modules(self) -> list[tuple[str, nn.Module]]:
+        """The parent's layers up to the cut, then the head's."""
+        rows = layer_modules(self._parent())
+        names = [n for n, _ in rows]
+        i = names.index(self.cut_layer)
+        keep = [(n, m) for j, (n, m) in enumerate(rows) if j <= i or n.startswith(self.cut_layer + ".")]
+        return keep + self._head_rows()
+
+    def layers(self) -> list[Any]:
+        """The parent's rows up to the cut (shapes at its input size), then one per head layer."""
+        from zoo.models import LayerInfo
+
+        parent = self._parent().layers()
+        names = [r.name for r in parent]
+        i = names.index(self.cut_layer)
+        rows = [r for j, r in enumerate(parent) if j <= i or r.name.startswith(self.cut_layer + ".")]
+        shapes: dict[str, tuple[int, ...]] = {}
+        hooks = []
+        for name, mod in self._head_rows():
+
+            def hook(_m: Any, _i: Any, out: Any, name: str = name) -> None:
+                shapes[name] = tuple(out.shape)
+
+            hooks.append(mod.register_forward_hook(hook))
+        modes = [(m, m.training) for m in self.modules()]
+        try:
+            self.eval()
+            size = getattr(self, "input_size", None) or (3, 224, 224)
+            with torch.no_grad():
+                self(torch.zeros(1, *size))
+        finally:
+            for h in hooks:
+                h.remove()
+            for m, was in modes:
+                m.training = was
+        for name, mod in self._head_rows():
+            ps = list(mod.parameters())
+            rows.append(
+                LayerInfo(
+                    len(rows),
+                    name,
+                    type(mod).__name__,
+                    shapes.get(name),
+                    sum(p.numel() for p in ps),
+                    any(p.requires_grad for p in ps),
+                )
+            )
+        return rows
+
+    def cut(self, name: str) -> nn.Module:
+        """A base layer: the parent cut there (the fine-tuned weights, shared); a head layer: this
+        network run up to it."""
+        heads = [n for n, _ in self._head_rows()]
+        if name in heads:
+            from zoo.models import HookCut
+
+            return HookCut(self, name)
+        names = [n for n, _ in self.layer_modules()]
+        if name not in names:
+            raise _no_layer("cut", name, names)
+        return self._parent().cut(name)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.mlp.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        old = self.head.mlp.fc
+        self.head.mlp.fc = nn.Linear(old.in_features, int(num_classes)).to(old.weight.device)
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's format over this network's parameter names: the parent's blocks (restricted to
+        the base), then the head as the top block."""
+        g = base_groups(self._parent(), self.base)
+        theirs = dict(self._parent().named_parameters())
+        ours = {id(p): n for n, p in self.named_parameters()}
+        blocks = [[ours[id(theirs[n])] for n in names if id(theirs[n]) in ours] for names in g.names]
+        blocks = [b for b in blocks if b] + [[f"head.{n}" for n, _ in self.head.named_parameters()]]
+
+        def rx(names: list[str]) -> str:
+            return "^(?:" + "|".join(re.escape(n) for n in names) + ")$"
+
+        return {"stem": rx(blocks[0]), "blocks": [(rx(b), (i,)) for i, b in enumerate(blocks[1:])]}
 
 
 def head_input_shape(base: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, ...]:

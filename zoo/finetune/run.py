@@ -417,7 +417,8 @@ def load_run(run_dir: Any, *, home: Any = None, device: Any = "cpu") -> tuple[Fi
         tuple(config["base_output_shape"]),
         len(config["classes"]),
     )
-    net = FineTuneModel(base, head, train_bn=opts.train_bn)
+    net = FineTuneModel(base, head, train_bn=opts.train_bn).attach(full, config["cut"])
+    net.input_size = tuple(config["input_size"])
     net.load_state_dict(load_file(str(Path(str(run_dir)) / "model.safetensors")))
     return net.to(device).eval(), config
 
