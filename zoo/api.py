@@ -91,9 +91,13 @@ def register(
 
 # ------------------------------------------------------------------ reuse (needs torch)
 def _card_of(model_ref: Any, home: Path | None) -> ModelCard:
-    """The card of a registry / catalogue id or a zoo model folder."""
+    """The card of a registry / catalogue id, a zoo model folder or a fine-tuning run folder."""
     p = Path(str(model_ref))
     if p.is_dir():
+        if (p / "config.json").is_file() and (p / "checkpoints").is_dir():  # a zoo finetune run
+            from zoo.finetune.run import read_run, run_card
+
+            return run_card(read_run(p))
         from converters.folder import read_card
 
         return read_card(p)

@@ -164,7 +164,8 @@ def folder_card(folder: Path, model_id: str, **fields: Any) -> ModelCard:
     card = read_card(folder)
     if "/" not in model_id:
         model_id = f"user/{model_id}"
-    files = tuple(_local_ref(folder / n, role) for n, role in FOLDER_FILES if (folder / n).is_file())
+    named = [*FOLDER_FILES, *((f.name, "mean") for f in card.files if f.role == "mean")]
+    files = tuple(_local_ref(folder / n, role) for n, role in named if (folder / n).is_file())
     if not files or files[0].name != "model.safetensors":
         raise RegistryError(f"{folder}: not a zoo model folder (no model.safetensors)")
     prov = {**card.provenance, "note": f"registered from the folder {folder}"}

@@ -492,6 +492,13 @@ def transform_for(
     from zoo import api
 
     folder = Path(str(ref)) if ref is not None and Path(str(ref)).is_dir() else None
+    if folder is not None and (folder / "config.json").is_file() and (folder / "checkpoints").is_dir():
+        from zoo.finetune.run import read_run, run_card  # a zoo finetune run: its parent's pipeline
+
+        config = read_run(folder)
+        card = card or run_card(config)
+        ref = config["model"]
+        folder = Path(str(ref)) if Path(str(ref)).is_dir() else None
     if card is None:
         if folder is not None:
             from converters.folder import read_card

@@ -38,7 +38,7 @@ def export(run_dir: Any, out: Any, *, to: str = "all", force: bool = False, home
     from zoo.arch import Architecture
     from zoo.cards import Checksum, FileRef, Metric, ModelCard
     from zoo.fileio import sha256_file
-    from zoo.finetune.run import load_run
+    from zoo.finetune.run import load_run, run_card
 
     if to not in ("torch", "onnx", "all"):
         raise ZooError(f"--to {to!r}: torch, onnx or all")
@@ -70,19 +70,16 @@ def export(run_dir: Any, out: Any, *, to: str = "all", force: bool = False, home
     weights = run / "model.safetensors"
     acc = final.get("accuracy")
     data_name = Path(config["data"]["source"]).name
+    means = _mean_files(parent, home)
     card = dataclasses.replace(
-        parent,
+        run_card(config),
         id=f"user/{parent.id.split('/')[-1]}-finetuned",
         name=f"{parent.name} fine-tuned on {data_name}",
         source="user",
         framework="pytorch",
         format="safetensors",
         origin="native",
-        labels={"names": classes, "count": len(classes)},
         architecture=arch,
-        num_classes=len(classes),
-        default_cut=config["cut"],
-        classifier="head.mlp.fc",
         dataset=data_name,
         params=int(sum(p.numel() for p in net.parameters())),
         gflops=None,
@@ -99,6 +96,7 @@ def export(run_dir: Any, out: Any, *, to: str = "all", force: bool = False, home
                 role="weights",
                 checksum=Checksum("sha256", sha256_file(weights), "the run's best weights"),
             ),
+            *(ref for ref, _ in means),
         ),
         provenance={
             "publisher": "fine-tuned locally by zoo",
@@ -117,6 +115,10 @@ def export(run_dir: Any, out: Any, *, to: str = "all", force: bool = False, home
     size = tuple(config["input_size"])
 
     def add_onnx(tmp: Path) -> None:
+        import shutil
+
+        for ref, path in means:  # the parent's mean image: the preprocessing needs it
+            shutil.copyfile(path, tmp / ref.name)
         if to in ("onnx", "all"):
             from converters.torch_onnx import export_onnx, verify_onnx
 
@@ -142,6 +144,18 @@ def export(run_dir: Any, out: Any, *, to: str = "all", force: bool = False, home
             f"{folder}: the export does not rebuild the run's model (max |diff| {c['max_abs_diff']:.3g})"
         )
     return folder
+
+
+def _mean_files(parent: Any, home: Any) -> list[tuple[Any, Path]]:
+    """(FileRef, local path) of the parent card's mean image files, pulled (verified)."""
+    from zoo import api
+
+    out = []
+    for f in parent.files:
+        if f.role == "mean":
+            (path,) = api.pull(parent.id, file=f.name, home=home)
+            out.append((f, Path(path)))
+    return out
 
 
 def load_exported(folder: Path, card: Any, graph: dict[str, Any] | None) -> Any:

@@ -460,6 +460,10 @@ def load(ref: Any, *, home: Any = None, **pull_kw: Any) -> Any:
     require("torch", "torch", "safetensors", what="zoo.load")
     p = Path(str(ref))
     if p.is_dir():
+        if (p / "config.json").is_file() and (p / "checkpoints").is_dir():  # a zoo finetune run
+            from zoo.finetune.run import load_run
+
+            return load_run(p, home=home)[0]
         return load_folder(p)
     card = api.info(str(ref), home=home)
     arch = card.architecture

@@ -396,6 +396,24 @@ def read_run(run_dir: Any) -> dict[str, Any]:
     return config
 
 
+def run_card(config: dict[str, Any]) -> Any:
+    """The card of a run's model: the parent's (preprocessing, files such as a Caffe mean image)
+    with the run's labels, classifier and feature layer."""
+    import dataclasses
+
+    from zoo.cards import ModelCard
+
+    parent = ModelCard.from_dict(config["card"])
+    classes = list(config["classes"])
+    return dataclasses.replace(
+        parent,
+        labels={"names": classes, "count": len(classes)},
+        num_classes=len(classes),
+        default_cut=config["cut"],
+        classifier="head.mlp.fc",
+    )
+
+
 def is_run(path: Any) -> bool:
     p = Path(str(path))
     return (p / "config.json").is_file() and (p / "checkpoints").is_dir()
