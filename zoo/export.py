@@ -24,8 +24,25 @@ PREFIX_PARENT = "parent."
 PREFIX_HEAD = "head."
 
 
-def _parent_architecture(parent: Any) -> dict[str, Any] | None:
-    return parent.architecture.to_dict() if parent.architecture is not None else None
+def _effective_parent(net: Any, parent: Any) -> tuple[Any, dict[str, Any] | None, str | None, str | None]:
+    """(the network the run's base is a cut of, its architecture, feature layer and classifier).
+    A run on an exported fine-tuned model cut inside its base is a cut of that model's own parent
+    (its base layers are the parent's): the export names that one, so exports never nest."""
+    from zoo.finetune.model import FineTuneModel
+
+    full = net._parent()
+    arch = parent.architecture.to_dict() if parent.architecture is not None else None
+    cut, classifier = parent.default_cut, parent.classifier
+    if isinstance(full, FineTuneModel):
+        if net.cut_layer in [n for n, _ in full._head_rows()]:
+            raise ZooError(
+                f"the run cuts its parent inside the parent's head ({net.cut_layer}): not exportable"
+            )
+        kw = parent.architecture.kwargs if parent.architecture is not None else {}
+        full = full._parent()
+        arch = kw.get("parent_architecture")
+        cut, classifier = kw.get("parent_default_cut"), kw.get("parent_classifier")
+    return full, arch, cut, classifier
 
 
 def export(run_dir: Any, out: Any, *, to: str = "all", force: bool = False, home: Any = None) -> Path:
@@ -47,7 +64,7 @@ def export(run_dir: Any, out: Any, *, to: str = "all", force: bool = False, home
     parent = ModelCard.from_dict(config["card"])
     metrics_path = run / "metrics.json"
     final = json.loads(metrics_path.read_text())["final"] if metrics_path.is_file() else {}
-    full = net._parent()
+    full, parent_arch, parent_cut, parent_classifier = _effective_parent(net, parent)
     graph = graph_of(full)  # the parent's graph.json for converted parents, else None
     state = {PREFIX_PARENT + k: v for k, v in full.state_dict().items()}
     state.update({PREFIX_HEAD + k: v for k, v in net.head.state_dict().items()})
@@ -62,9 +79,9 @@ def export(run_dir: Any, out: Any, *, to: str = "all", force: bool = False, home
             "base_output_shape": list(config["base_output_shape"]),
             "input_size": list(config["input_size"]),
             "num_classes": len(classes),
-            "parent_architecture": _parent_architecture(parent),
-            "parent_default_cut": parent.default_cut,
-            "parent_classifier": parent.classifier,
+            "parent_architecture": parent_arch,
+            "parent_default_cut": parent_cut,
+            "parent_classifier": parent_classifier,
         },
     )
     weights = run / "model.safetensors"

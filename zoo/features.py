@@ -95,9 +95,10 @@ def _weights_identity(model_ref: Any, card: Any, home: Any, pull_kw: dict[str, A
             raise ZooError(f"{p}: not a zoo model folder (no model.safetensors)")
         return {"sha256": _file_sha(w)}
     kind = card.architecture.kind if card.architecture else None
-    if kind in ("torchvision", "timm"):
+    if kind in ("torchvision", "timm", "finetune"):  # built from the pulled weights as they are
         files = api.pull(card.id, home=home, **pull_kw)
         return {"sha256": _blob_sha(_weights_file(card, files))}
+
     folder = converted_folder(card.id, home=home, **pull_kw)  # raises for what zoo cannot load
     return {"sha256": _file_sha(Path(folder) / "model.safetensors")}
 
