@@ -2,15 +2,19 @@
 own outputs on random inputs. Run in a subprocess (TensorFlow never enters the pytest process):
 
     make_app(NAME, KWARGS, OUT_DIR)      # keras.applications.NAME re-randomized, legacy HDF5 weights
+    make_apps(NAMES, KWARGS, tmp_path_factory)   # several of those from ONE subprocess, once a session
     make_coverage("tf_keras" | "keras3", OUT_DIR)   # every supported layer type, every format
+    coverage_once("tf_keras" | "keras3", tmp_path_factory)   # that, once a session (read-only use)
 
 from a test; or ``python tests/keras_fixtures.py app-make NAME KWARGS_JSON OUT_DIR SEED`` /
+``python tests/keras_fixtures.py apps-make JOBS_JSON`` / ``... predict-many JOBS_JSON`` /
 ``python tests/keras_fixtures.py coverage FLAVOR OUT_DIR``. The TensorFlow / Keras side reuses the
 shipped worker's loaders (:mod:`converters.keras._worker`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -33,6 +37,73 @@ def make_app(name: str, kwargs: dict[str, Any], out_dir: Path, seed: int = 0) ->
     ``weights.h5`` (legacy weights-only layout), ``config.json``, ``x.npy``, ``y.npy``."""
     _run(["app-make", name, json.dumps(kwargs), str(out_dir), str(seed)], {"KERAS_BACKEND": "torch"})
     return Path(out_dir)
+
+
+# Fixture folders already written in this pytest session, by what they were made from. The
+# fixtures are deterministic (fixed seeds), so every test that asks for the same one gets the
+# same bytes it would have got by building its own; tests only read them.
+_MADE: dict[str, Path] = {}
+
+
+def _key(*parts: Any) -> str:
+    return json.dumps(parts, sort_keys=True)
+
+
+def make_apps(
+    names: list[str], kwargs: dict[str, Any], tmp_path_factory: Any, seed: int = 0
+) -> dict[str, Path]:
+    """:func:`make_app` for each of ``names`` (same kwargs and seed), the ones not yet made in
+    this session built in ONE subprocess (one Keras import, not one per model; the session is
+    cleared before each model, as a fresh process has it). Returns name -> folder (read-only)."""
+    todo = [n for n in dict.fromkeys(names) if _key("app", n, kwargs, seed) not in _MADE]
+    if todo:
+        base = Path(tmp_path_factory.mktemp("keras_apps"))
+        jobs = []
+        for n in todo:
+            d = base / f"{n}-{hashlib.sha1(_key(n, kwargs, seed).encode()).hexdigest()[:8]}"
+            d.mkdir()
+            jobs.append([n, kwargs, str(d), seed])
+        _run(["apps-make", json.dumps(jobs)], {"KERAS_BACKEND": "torch"})
+        for n, _, d, _ in jobs:
+            _MADE[_key("app", n, kwargs, seed)] = Path(d)
+    return {n: _MADE[_key("app", n, kwargs, seed)] for n in names}
+
+
+def coverage_once(flavor: str, tmp_path_factory: Any) -> Path:
+    """:func:`make_coverage` made once per session (the folder is shared: read it only)."""
+    key = _key("coverage", flavor)
+    if key not in _MADE:
+        _MADE[key] = make_coverage(flavor, Path(tmp_path_factory.mktemp(f"cov_{flavor}")))
+    return _MADE[key]
+
+
+def selected(request: Any, param: str, values: list[str]) -> list[str]:
+    """The ``values`` of parametrize argument ``param`` that this module's selected tests use (in
+    ``values``' order): a module fixture builds what its tests will use, not more under ``-k``."""
+    seen = {
+        item.callspec.params[param]
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module
+        and param in getattr(getattr(item, "callspec", None), "params", {})
+    }
+    return [v for v in values if v in seen]
+
+
+def tf_keras_predict_many(jobs: list[tuple[Path, Any]]) -> list[Any]:
+    """tf-keras's output for each ``(model file, NHWC input)``, as
+    :func:`converters.keras.subproc.tf_keras_predict` computes it, all in ONE subprocess."""
+    import tempfile
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as td:
+        triples = []
+        for i, (model, x) in enumerate(jobs):
+            xi, yo = Path(td) / f"x{i}.npy", Path(td) / f"y{i}.npy"
+            np.save(xi, np.asarray(x, dtype=np.float32))
+            triples.append([str(model), str(xi), str(yo)])
+        _run(["predict-many", json.dumps(triples)], {"TF_USE_LEGACY_KERAS": "1"})
+        return [np.load(yo) for _, _, yo in triples]
 
 
 def make_coverage(flavor: str, out_dir: Path) -> Path:
@@ -88,6 +159,25 @@ def app_make(name: str, kwargs: str, out_dir: str, seed: str) -> None:
     x = rng.uniform(-1.0, 1.0, (2, *shape)).astype("float32")
     np.save(out / "x.npy", x)
     np.save(out / "y.npy", np.asarray(keras_to_numpy(model(x, training=False)), dtype=np.float32))
+
+
+def apps_make(jobs: str) -> None:
+    """:func:`app_make` for each ``[name, kwargs, out_dir, seed]`` of the JSON list, one process."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+
+    for name, kwargs, out_dir, seed in json.loads(jobs):
+        keras.backend.clear_session()  # layer-name counters from zero, as in a fresh process
+        app_make(name, json.dumps(kwargs), out_dir, str(seed))
+
+
+def predict_many(jobs: str) -> None:
+    """The worker's ``predict MODEL IN_NPY OUT_NPY`` for each triple of the JSON list, one process."""
+    from converters.keras._worker import _tf_keras, predict
+
+    for model, in_npy, out_npy in json.loads(jobs):
+        _tf_keras().backend.clear_session()
+        predict(model, in_npy, out_npy)
 
 
 def _coverage_models(keras, np):  # noqa: ANN001, ANN202
@@ -229,7 +319,9 @@ def coverage(flavor: str, out_dir: str) -> None:
 
 def main(argv: list[str]) -> int:
     cmd, args = argv[0], argv[1:]
-    {"app-make": app_make, "coverage": coverage}[cmd](*args)
+    {"app-make": app_make, "apps-make": apps_make, "predict-many": predict_many, "coverage": coverage}[cmd](
+        *args
+    )
     return 0
 
 

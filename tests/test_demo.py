@@ -56,3 +56,11 @@ def test_zoo_demo_runs_offline_and_transfer_beats_the_control(tmp_path: Path) ->
         [sys.executable, "-m", "zoo.cli", "demo", "--out", str(out)], capture_output=True, text=True, env=env
     )
     assert r.returncode != 0 and "--force" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+    r = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", "demo", "--out", str(tmp_path), "--force"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode != 0 and "not an earlier zoo demo" in r.stderr and (out / "run-transfer").is_dir()

@@ -188,13 +188,13 @@ def _tol(ref: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def references(testdata: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    from converters.keras.subproc import tf_keras_predict
+    """tf-keras's outputs for every file, all from one subprocess (the shipped worker's
+    ``predict``, as converters.keras.subproc.tf_keras_predict runs it for one file)."""
+    from keras_fixtures import tf_keras_predict_many
 
-    out = {}
-    for key, (rel, hwc, (lo, hi)) in FILES.items():
-        x = _inputs(hwc, lo, hi)
-        out[key] = (x, tf_keras_predict(testdata / rel, x))
-    return out
+    xs = {key: _inputs(hwc, lo, hi) for key, (_, hwc, (lo, hi)) in FILES.items()}
+    ys = tf_keras_predict_many([(testdata / FILES[key][0], x) for key, x in xs.items()])
+    return {key: (x, y) for (key, x), y in zip(xs.items(), ys, strict=True)}
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from keras_fixtures import make_app
+from keras_fixtures import make_apps, selected
 from torch import nn
 
 from converters.keras import convert_keras
@@ -33,12 +33,21 @@ APPS = [
 ]
 
 
+KWARGS = {"classifier_activation": None}  # compare logits, not saturated probabilities
+
+
+@pytest.fixture(scope="module")
+def made(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every application this module's selected tests use, built and run by Keras in one
+    subprocess (read-only: each test writes only under its own tmp_path)."""
+    return make_apps(selected(request, "name", APPS), KWARGS, tmp_path_factory)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", APPS)
-def test_keras_application_matches_keras(name: str, tmp_path: Path) -> None:
-    kwargs = {"classifier_activation": None}  # compare logits, not saturated probabilities
-    make_app(name, kwargs, tmp_path)
-    weights = tmp_path / "weights.h5"
+def test_keras_application_matches_keras(name: str, made: dict[str, Path], tmp_path: Path) -> None:
+    src = made[name]
+    weights = src / "weights.h5"
     with h5py.File(weights, "r") as f:  # the published weights-only layout, nothing else
         assert "layer_names" in f.attrs and "model_config" not in f.attrs
     out = convert_keras(
@@ -47,7 +56,7 @@ def test_keras_application_matches_keras(name: str, tmp_path: Path) -> None:
     model = load_keras_folder(out)
     pre = json.loads((out / "card.json").read_text())["preprocess"]
     assert pre["mode"] == APPLICATIONS[name][0] and pre["layout"] == "NCHW"  # the app's own mode travels
-    x, ref = np.load(tmp_path / "x.npy"), np.load(tmp_path / "y.npy")
+    x, ref = np.load(src / "x.npy"), np.load(src / "y.npy")
     assert np.isfinite(ref).all() and ref.std() > 1e-3
     with torch.no_grad():
         y = model(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
@@ -56,7 +65,7 @@ def test_keras_application_matches_keras(name: str, tmp_path: Path) -> None:
     assert diff <= 1e-4
     assert (y.argmax(1) == ref.argmax(1)).all()
     # BatchNorm stays BatchNorm with Keras's epsilon; all weights trainable
-    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg = json.loads((src / "config.json").read_text())
     for layer in cfg["config"]["layers"]:
         if layer["class_name"] == "BatchNormalization":
             bn = getattr(model, layer["config"]["name"])
@@ -76,16 +85,15 @@ def test_keras_application_matches_keras(name: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["MobileNet", "ResNet50"])
-def test_keras_application_weights_to_onnx(name: str, tmp_path: Path) -> None:
+def test_keras_application_weights_to_onnx(name: str, made: dict[str, Path], tmp_path: Path) -> None:
     """A published-style weights-only file + its registry architecture -> ONNX (tf-keras builds the
     net in a subprocess, tf2onnx converts), against Keras 3 on the same inputs."""
     import onnxruntime as ort
 
-    kwargs = {"classifier_activation": None}
-    make_app(name, kwargs, tmp_path)
+    src = made[name]
     arch = f"keras.applications:{name}?classifier_activation=null"
-    out = convert_keras(tmp_path / "weights.h5", tmp_path / "out", to="onnx", arch=arch)
-    x, ref = np.load(tmp_path / "x.npy"), np.load(tmp_path / "y.npy")
+    out = convert_keras(src / "weights.h5", tmp_path / "out", to="onnx", arch=arch)
+    x, ref = np.load(src / "x.npy"), np.load(src / "y.npy")
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     diff = float(np.abs(y - ref).max())

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from keras_fixtures import make_coverage
+from keras_fixtures import coverage_once
 
 from converters.keras import convert_keras
 from converters.keras.convert import load_keras_folder
@@ -25,14 +25,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tfk(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("cov_tf_keras")
-    return make_coverage("tf_keras", d)
+    return coverage_once("tf_keras", tmp_path_factory)  # read-only, shared in the session
 
 
 @pytest.fixture(scope="module")
 def k3(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("cov_keras3")
-    return make_coverage("keras3", d)
+    return coverage_once("keras3", tmp_path_factory)  # read-only, shared with test_keras_verify
 
 
 def _check_layermap(folder: Path, source: Path, arch: Path | None = None) -> None:

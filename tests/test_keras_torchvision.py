@@ -9,21 +9,29 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from keras_fixtures import make_app
+from keras_fixtures import make_apps, selected
 
 from converters.keras.to_torchvision import keras_to_torchvision
 from converters.layermap import LayerMap
 from zoo.errors import ConversionError
 
+VGGS = ["VGG16", "VGG19"]
 
-def _make(name: str, out: Path) -> Path:
-    return make_app(name, {"classifier_activation": None}, out)
+
+@pytest.fixture(scope="module")
+def made(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The Keras applications this module's selected tests use, from one subprocess (read-only;
+    ResNet50 is shared with test_keras_apps when both run in one session)."""
+    names = selected(request, "name", VGGS)
+    if any(item.name == "test_keras_resnet50_to_torchvision_refused" for item in request.session.items):
+        names.append("ResNet50")
+    return make_apps(names, {"classifier_activation": None}, tmp_path_factory)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["VGG16", "VGG19"])
-def test_keras_vgg_to_torchvision_vgg(name: str, tmp_path: Path) -> None:
-    d = _make(name, tmp_path)
+@pytest.mark.parametrize("name", VGGS)
+def test_keras_vgg_to_torchvision_vgg(name: str, made: dict[str, Path]) -> None:
+    d = made[name]
     state, lm = keras_to_torchvision(d / "weights.h5", name.lower(), arch=d / "config.json")
     model = torchvision.models.get_model(name.lower(), weights=None)
     model.load_state_dict(state, strict=True)
@@ -69,8 +77,8 @@ def test_keras_vgg_to_torchvision_vgg(name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_keras_resnet50_to_torchvision_refused(tmp_path: Path) -> None:
-    d = _make("ResNet50", tmp_path)
+def test_keras_resnet50_to_torchvision_refused(made: dict[str, Path]) -> None:
+    d = made["ResNet50"]
     with pytest.raises(ConversionError) as e:
         keras_to_torchvision(d / "weights.h5", "resnet50", arch=d / "config.json")
     msg = str(e.value)

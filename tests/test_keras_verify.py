@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from keras_fixtures import make_coverage
+from keras_fixtures import coverage_once
 from safetensors.numpy import load_file, save_file
 
 from converters.keras import convert_keras
@@ -40,10 +40,8 @@ def test_verify_names_first_diverging_layer(testdata: Path, tmp_path: Path) -> N
         verify_folder(out, reference="source", batch=2, raise_on_fail=True)
 
 
-def test_verify_keras3_and_weights_only(tmp_path: Path) -> None:
-    d = tmp_path / "src"
-    d.mkdir()
-    make_coverage("keras3", d)
+def test_verify_keras3_and_weights_only(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    d = coverage_once("keras3", tmp_path_factory)  # read-only, shared with test_keras_formats
     res = verify_folder(
         convert_keras(d / "func.keras", tmp_path / "k3", to="all"), reference="source", batch=2
     )

@@ -54,9 +54,12 @@ def generated_registry(n: int, path: Path) -> Path:
     real = json.loads(REAL.read_text())["models"]
     out = []
     for k in range(n):
-        d = json.loads(json.dumps(real[k % len(real)]))
+        d = real[k % len(real)]  # repeat 0: the real card itself (only serialized below)
         rep = k // len(real)
-        if rep:
+        if rep:  # a copy of what changes (the top level and the metrics), key order kept
+            d = dict(d)
+            if "metrics" in d:
+                d["metrics"] = [dict(m) for m in d["metrics"]]
             fam, tail = d["id"].split("/", 1)
             model, _, rest = tail.partition(".")
             if rep % 2:

@@ -42,6 +42,7 @@ layer { name: "prob" type: "Softmax" bottom: "ip1" top: "prob" }
 """
 PREPROCESS = {"layout": "NCHW", "channel_order": "GRAY", "scale": 1 / 255, "input_size": [1, 28, 28]}
 REGISTERED = "demo/digits-cnn"
+MARKER = ".zoo-demo"
 EPOCHS_PRE = 15
 CUT = "conv2"  # its feature map, average-pooled: what the head (and the feature cache) reads
 
@@ -99,13 +100,18 @@ def demo(out: Any = "zoo-demo", *, force: bool = False, echo: Any = print, seed:
     """Run the demo into ``out`` (see the module docstring); ``echo`` prints each step."""
     t0 = time.perf_counter()
     out = Path(out).resolve()
-    if out.exists() and any(out.iterdir()) and not force:
-        raise ZooError(f"{out}: not empty (give --force to run the demo again there)")
-    if out.exists() and force:
+    if out.exists() and not out.is_dir():
+        raise ZooError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise ZooError(f"{out}: not empty (give --force to run the demo again there)")
+        if not (out / MARKER).is_file():  # --force replaces an earlier demo, never other files
+            raise ZooError(f"{out}: not empty and not an earlier zoo demo: choose another --out")
         import shutil
 
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by zoo demo; zoo demo --force replaces this folder\n")
     before = os.environ.get("ZOO_HOME")
     os.environ["ZOO_HOME"] = str(out / "zoo_home")  # the user's cache and catalogue stay as they are
     try:
