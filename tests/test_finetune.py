@@ -114,9 +114,10 @@ def test_real_lenet_transfer_beats_random_frozen_weights(world, few_labels: Path
     from zoo.models import converted_folder
 
     rand = _randomized(converted_folder(LENET), tmp_path / "lenet_random", seed=0)
-    r = zoo_cli(world["env"], "finetune", str(rand), "--out", str(tmp_path / "random"), *args)
-    assert r.returncode == 0, r.stderr
-    rnd = json.loads((tmp_path / "random" / "metrics.json").read_text())["final"]["accuracy"]
+    import zoo
+
+    opts = dict(cut="ip1", lr=0.01, workers=0, batch_size=16, epochs=5, stage2_epochs=2, cache_features=True)
+    rnd = zoo.finetune(rand, few_labels, tmp_path / "random", **opts).accuracy  # the same options
     assert rnd <= real - 0.08, (real, rnd)
 
 
@@ -132,7 +133,7 @@ def test_frozen_means_frozen_and_stage2_changes_only_the_unfrozen_blocks(world, 
     data = _generated_images(tmp_path / "images", seed=5)
     full = zoo.load(XCEPTION)
     orig = {k: v.clone() for k, v in full.state_dict().items()}
-    common = ["--data", str(data), "--workers", "0", "--batch-size", "6", "--val-fraction", "0.3"]
+    common = {"workers": 0, "batch_size": 6, "val_fraction": 0.3}
 
     def base_of(run: Path) -> dict[str, torch.Tensor]:
         w = _weights(run)
@@ -144,25 +145,14 @@ def test_frozen_means_frozen_and_stage2_changes_only_the_unfrozen_blocks(world, 
         # the cut's names: those of the full model (the cut shares its modules)
         return {k for k, v in got.items() if not torch.equal(v, orig[k])}
 
-    r = zoo_cli(world["env"], "finetune", XCEPTION, "--out", str(tmp_path / "s1"), *common, "--epochs", "2")
-    assert r.returncode == 0, r.stderr
-    assert "stay in eval mode" in r.stdout
+    res = zoo.finetune(XCEPTION, data, tmp_path / "s1", epochs=2, **common)
+    assert "stay in eval mode" in res.metrics["bn_policy"]
     assert changed(tmp_path / "s1") == set()
     head = {k: v for k, v in _weights(tmp_path / "s1").items() if k.startswith("head.")}
     assert head and any(v.abs().sum() > 0 for v in head.values())
 
-    r = zoo_cli(
-        world["env"],
-        "finetune",
-        XCEPTION,
-        "--out",
-        str(tmp_path / "bn"),
-        *common,
-        "--epochs",
-        "2",
-        "--train-bn",
-    )
-    assert r.returncode == 0, r.stderr
+    res = zoo.finetune(XCEPTION, data, tmp_path / "bn", epochs=2, train_bn=True, **common)
+    assert res.metrics["bn_policy"].startswith("--train-bn")
     diff = changed(tmp_path / "bn")
     bn_names = {
         f"{n}.{t}"
@@ -173,21 +163,7 @@ def test_frozen_means_frozen_and_stage2_changes_only_the_unfrozen_blocks(world, 
     assert diff and diff <= bn_names, sorted(diff - bn_names)[:5]
     assert any(k.endswith("running_mean") for k in diff) and any(k.endswith(".weight") for k in diff)
 
-    r = zoo_cli(
-        world["env"],
-        "finetune",
-        XCEPTION,
-        "--out",
-        str(tmp_path / "s2"),
-        *common,
-        "--epochs",
-        "1",
-        "--stage2-epochs",
-        "1",
-        "--unfreeze",
-        "2",
-    )
-    assert r.returncode == 0, r.stderr
+    zoo.finetune(XCEPTION, data, tmp_path / "s2", epochs=1, stage2_epochs=1, unfreeze="2", **common)
     cut = json.loads((tmp_path / "s2" / "config.json").read_text())["cut"]
     groups = base_groups(full, full.cut(cut))
     top2 = {n for names in groups.names[-2:] for n in names}
@@ -386,3 +362,26 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(world, few_labels: Path, tmp_p
     msg = one_line("--resume", str(run))
     assert "the data changed" in msg and "1 file(s) removed" in msg and "1 file(s) changed" in msg
     assert "a run is already there" in one_line(LENET, "--data", str(data), "--out", str(run))
+
+
+def test_drop_top_and_an_out_of_memory_error(world, few_labels: Path, tmp_path: Path, monkeypatch) -> None:
+    """--drop-top K cuts below the top K layers of `zoo layers`; a CUDA out-of-memory error inside
+    training ends as one ZooError line naming --batch-size and --accumulate."""
+    import torch
+
+    import zoo
+    from zoo.errors import ZooError
+    from zoo.finetune import loop
+
+    names = [r["name"] for r in zoo.layers(LENET)]
+    res = zoo.finetune(LENET, few_labels, tmp_path / "drop", drop_top=2, epochs=1, workers=0, lr=0.01)
+    assert json.loads((res.run_dir / "config.json").read_text())["cut"] == names[-3]
+
+    def oom(self: Any) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(loop.Trainer, "run", oom)
+    with pytest.raises(ZooError) as e:
+        zoo.finetune(LENET, few_labels, tmp_path / "oom", cut="ip1", epochs=1, workers=0, batch_size=64)
+    msg = str(e.value)
+    assert "\n" not in msg and "--batch-size 64" in msg and "--accumulate" in msg
