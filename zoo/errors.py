@@ -74,6 +74,8 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "keras": ("tensorflow", "tf2onnx", "keras"),
     "verify": ("cv2",),
     "report": ("matplotlib", "sklearn"),
+    "serve": ("starlette", "uvicorn", "jinja2"),
+    "s3": ("boto3",),
 }
 
 
