@@ -193,6 +193,9 @@ def test_cached_features_give_the_head_of_training_through_the_frozen_base(world
         if k.startswith("head."):
             assert not torch.equal(wa[k], torch.zeros_like(wa[k]))
             torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+    # the final report of a cached stage 1 reads the cached val features: the same predictions
+    assert a.accuracy == pytest.approx(b.accuracy, abs=1 / 540 + 1e-9)
+    assert a.metrics["final"]["n"] == b.metrics["final"]["n"] == 540
     for ha, hb in zip(a.history, b.history, strict=True):
         assert ha["val_acc"] == pytest.approx(hb["val_acc"], abs=1 / 540 + 1e-9)
         assert ha["train_loss"] == pytest.approx(hb["train_loss"], rel=1e-4)

@@ -328,15 +328,26 @@ def finetune(
 
         best = run_dir / "model.safetensors"
         net.load_state_dict(load_file(str(best), device=str(device)))
-        y, p, paths = predict_split(
-            net,
-            imgs.splits["val"],
-            transform,
-            device=device,
-            batch_size=opts.batch_size,
-            workers=opts.workers,
-            amp=opts.amp,
-        )
+        best_stage = next((r["stage"] for r in st.history if r["epoch"] == st.best_epoch), 2)
+        if cached is not None and best_stage == 1:
+            # the best weights' base is the frozen one the cache was made with: its val features
+            # (one row per val image, in order: the cache is only used when every file decoded)
+            with torch.no_grad():
+                net.eval()
+                out = net.head.mlp(cached["X"]["val"])
+            y = cached["y"]["val"].cpu().numpy()
+            p = torch.softmax(out.float(), 1).cpu().numpy()
+            paths = [str(q) for q, _ in imgs.splits["val"]]
+        else:
+            y, p, paths = predict_split(
+                net,
+                imgs.splits["val"],
+                transform,
+                device=device,
+                batch_size=opts.batch_size,
+                workers=opts.workers,
+                amp=opts.amp,
+            )
         title = f"{card.id} fine-tuned on {Path(str(data)).name} (cut {built.cut})"
         final = _write_report(run_dir, list(imgs.classes), y, p, paths, st.history, title, config)
         stages = {}
