@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from zoo.cli import convert, demo, features, finetune, mirror, pull, register, report, reuse, search  # noqa: F401  (each adds its commands)
+from zoo.cli import convert, demo, features, finetune, mirror, pull, register, report, reuse, search, serve  # noqa: F401  (each adds its commands)
 from zoo.cli._app import cli
 from zoo.errors import ZooError
 

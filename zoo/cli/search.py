@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import click
@@ -46,6 +47,7 @@ from zoo.cli._format import (
 @click.option("--json", "as_json", is_flag=True, help="Print the matching cards as JSON.")
 @click.option("--wide", is_flag=True, help="Every column, whatever the width.")
 @click.option("--columns", help=f"Comma-separated columns to show, from {','.join(_SEARCH_COLUMNS)}.")
+@click.option("--remote", metavar="URL", help="Search the registry a `zoo serve` at URL serves instead.")
 def search(
     query: tuple[str, ...],
     source: str | None,
@@ -64,6 +66,7 @@ def search(
     as_json: bool,
     wide: bool,
     columns: str | None,
+    remote: str | None,
 ) -> None:
     """Search the registry and your catalogue (ranked match on id, name, family, tags)."""
     from zoo import api
@@ -77,8 +80,7 @@ def search(
                 f"unknown column {bad[0]!r} (choose from {', '.join(_SEARCH_COLUMNS)})",
                 param_hint="--columns",
             )
-    cards = api.search(
-        " ".join(query) or None,
+    filters = dict(
         source=source,
         framework=framework,
         origin=origin,
@@ -91,10 +93,14 @@ def search(
         license=license_,
         tag=tag,
         sort=sort,
-        limit=limit or None,
     )
+    if remote:
+        rows, cards = _remote_search(remote, " ".join(query) or None, filters, limit)
+    else:
+        cards = api.search(" ".join(query) or None, **filters, limit=limit or None)
+        rows = None
     if as_json:
-        click.echo(json.dumps([c.to_dict() for c in cards], indent=1))
+        click.echo(json.dumps(json_rows(cards) if rows is None else rows, indent=1))
         if not cards:
             click.echo("no models match", err=True)
             sys.exit(1)
@@ -106,6 +112,51 @@ def search(
         click.echo(line)
     if cards.total > len(cards):
         click.echo(f"showing {len(cards)} of {cards.total} (--limit 0 for all)", err=True)
+
+
+def json_rows(cards: Iterable[Any]) -> list[dict[str, Any]]:
+    """The rows ``zoo search --json`` prints: one card dict each (``zoo serve``'s /api/models
+    answers the same list)."""
+    return [c.to_dict() for c in cards]
+
+
+class _RemoteResults(list):  # type: ignore[type-arg]
+    """Cards from a remote search, with ``total`` (every match before the limit) as locally."""
+
+    total = 0
+
+
+def _remote_search(
+    url: str, text: str | None, filters: dict[str, Any], limit: int
+) -> tuple[list[dict[str, Any]], _RemoteResults]:
+    """GET ``<url>/api/models`` with the same filters; the rows as sent and their cards."""
+    import requests
+
+    from zoo.cards import ModelCard
+    from zoo.errors import ZooError
+
+    params = {k: v for k, v in filters.items() if v is not None}
+    if text:
+        params["q"] = text
+    params["limit"] = limit
+    api_url = url.rstrip("/") + "/api/models"
+    try:
+        r = requests.get(api_url, params=params, timeout=60, headers={"Accept": "application/json"})
+    except requests.RequestException as e:
+        raise ZooError(f"{api_url}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    try:
+        body = r.json()
+    except ValueError:
+        body = None
+    if r.status_code != 200:
+        why = body.get("error") if isinstance(body, dict) else None
+        raise ZooError(f"{api_url}: HTTP {r.status_code}" + (f": {why}" if why else ""))
+    if not isinstance(body, list):
+        raise ZooError(f"{api_url}: not a zoo search answer (expected a JSON list)")
+    cards = _RemoteResults(ModelCard.from_dict(d) for d in body)
+    total = r.headers.get("X-Total-Count", "")
+    cards.total = int(total) if total.isdigit() else len(cards)
+    return body, cards
 
 
 def _render_card(card: Any) -> None:
