@@ -439,7 +439,11 @@ def create_app(
     :data:`PAGE_ROUTES`): the web page's routes. ``app.state.zoo`` is the :class:`ZooServer`.
     """
     srv = ZooServer(home, upstream, mirrors, max_fetches, fetch_kw)
-    pages = list(PAGE_ROUTES if page_routes is None else page_routes)
+    if page_routes is None:
+        from zoo.serve.pages import routes as web_page  # the web page (zoo/serve/pages.py)
+
+        page_routes = [*PAGE_ROUTES, *web_page()]
+    pages = list(page_routes)
     files_first, files_last = _file_routes(srv)
     routes: list[BaseRoute] = [*_api_routes(srv), *files_first, *pages]
     if not any(getattr(r, "path", None) == "/" for r in pages):
