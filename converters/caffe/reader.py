@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from google.protobuf import text_format
 
 from zoo.errors import ConversionError
 
+from ..wire import fields, varint
 from . import proto
 
 # V1 enum -> current type string (Caffe's UpgradeV1LayerType).
@@ -330,42 +330,11 @@ def read_prototxt(path: str | Path, allow_unknown_fields: bool = False) -> Caffe
 
 
 # ---------------------------------------------------------------- binary caffemodel, wire level
-def _varint(buf: memoryview, i: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        if i >= len(buf):
-            raise IndexError("truncated varint")
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
+_varint, _fields = varint, fields  # the wire format: converters/wire.py
 
 
-def _fields(buf: memoryview) -> Iterator[tuple[int, int, Any]]:
-    """Yield (field number, wire type, value): ints for varint/fixed, memoryviews for bytes."""
-    i, n = 0, len(buf)
-    while i < n:
-        key, i = _varint(buf, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            val, i = _varint(buf, i)
-        elif wt == 2:
-            ln, i = _varint(buf, i)
-            if i + ln > n:
-                raise IndexError("truncated length-delimited field")
-            val = buf[i : i + ln]
-            i += ln
-        elif wt == 5:
-            val, i = buf[i : i + 4], i + 4
-        elif wt == 1:
-            val, i = buf[i : i + 8], i + 8
-        else:
-            raise ValueError(f"unsupported wire type {wt}")
-        if i > n:
-            raise IndexError("truncated field")
-        yield num, wt, val
+# (field, wire type) pairs a BlobProto cannot hold: shape is a message, data float, double_data double
+_BAD_BLOB_WIRE = {(7, 0), (7, 1), (7, 5), (5, 0), (5, 1), (8, 0), (8, 5)}
 
 
 def _blob(buf: memoryview) -> np.ndarray:
@@ -375,6 +344,8 @@ def _blob(buf: memoryview) -> np.ndarray:
     chunks: list[np.ndarray] = []
     dchunks: list[np.ndarray] = []
     for num, wt, val in _fields(buf):
+        if (num, wt) in _BAD_BLOB_WIRE:
+            raise ValueError(f"blob field {num} has wire type {wt}")
         if num == 7:
             shape = []
             for n2, w2, v2 in _fields(val):
@@ -383,8 +354,10 @@ def _blob(buf: memoryview) -> np.ndarray:
                     while j < len(v2):
                         d, j = _varint(v2, j)
                         shape.append(d)
-                elif n2 == 1:
+                elif n2 == 1 and w2 == 0:
                     shape.append(v2)
+                elif n2 == 1:
+                    raise ValueError(f"shape dim has wire type {w2}")
         elif num == 5:
             chunks.append(np.frombuffer(val, dtype="<f4"))  # packed run, or one unpacked float
         elif num == 8:

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from converters.tf.crc32c import crc32c, crc32c_extend, mask
+from converters.wire import WireError, fields, varint
 from zoo.errors import ConversionError
 
 __all__ = ["CheckpointError", "VariableInfo", "list_variables", "read_checkpoint", "resolve_checkpoint"]
@@ -82,42 +83,18 @@ def _np_dtype(dt: int, where: str) -> np.dtype:
 
 # ---------------------------------------------------------------- protobuf wire format
 def _varint(buf: Any, i: int) -> tuple[int, int]:
-    shift = result = 0
-    n = len(buf)
-    while True:
-        if i >= n:
-            raise CheckpointError("truncated varint")
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
-        if shift > 70:
-            raise CheckpointError("malformed varint")
+    try:
+        return varint(buf, i)
+    except WireError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def _fields(buf: Any) -> Iterator[tuple[int, int, Any]]:
-    """(field number, wire type, value): ints for varints, memoryviews for the rest."""
-    buf = memoryview(buf)
-    i, n = 0, len(buf)
-    while i < n:
-        key, i = _varint(buf, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            val, i = _varint(buf, i)
-        elif wt == 2:
-            ln, i = _varint(buf, i)
-            val, i = buf[i : i + ln], i + ln
-        elif wt == 5:
-            val, i = buf[i : i + 4], i + 4
-        elif wt == 1:
-            val, i = buf[i : i + 8], i + 8
-        else:
-            raise CheckpointError(f"malformed protobuf (wire type {wt})")
-        if i > n:
-            raise CheckpointError("truncated protobuf field")
-        yield num, wt, val
+    """(field number, wire type, value) of converters/wire.py, its errors as CheckpointError."""
+    try:
+        yield from fields(buf)
+    except WireError as e:
+        raise CheckpointError(f"malformed protobuf ({e})") from None
 
 
 def _signed(v: int) -> int:
