@@ -12,6 +12,8 @@ One type and one parser for every spelling (used by the registry generator, ``zo
     detectron:resnet50                            Detectron's Caffe2 pickles (not loadable: pickle)
     finetune:PARENT_ID                            a zoo finetune run exported (zoo.export): the parent cut
                                                   at kwargs.cut + a new head
+    slim:vgg_16?num_classes=1001                  a tf_slim.nets network (TF-slim checkpoints; built by
+                                                  TensorFlow in a subprocess, converters/tf/slim.py)
 
 On a card it is written ``{"kind": ..., "name": ..., "kwargs": {...}, "details": {...}}``; the older
 dict spellings of registry entries (``builder``/``model_name``/``prototxt``) are read too.
@@ -28,7 +30,17 @@ from urllib.parse import quote, unquote
 
 from zoo.errors import ZooError
 
-KINDS = ("torchvision", "timm", "keras.applications", "keras", "caffe", "graph", "detectron", "finetune")
+KINDS = (
+    "torchvision",
+    "timm",
+    "keras.applications",
+    "keras",
+    "caffe",
+    "graph",
+    "detectron",
+    "finetune",
+    "slim",
+)
 _EXAMPLES = "torchvision:NAME, timm:NAME, keras.applications:NAME?k=v, caffe:FILE.prototxt, graph:graph.json"
 _PREFIXES = (("torchvision.models.", "torchvision"), ("keras.applications.", "keras.applications"))
 

@@ -1,8 +1,9 @@
 """`zoo convert` / `zoo verify`: detect the source format and hand it to the right converter.
 
 Sources: a Caffe prototxt (+ ``weights``), a Keras file (``.h5``/``.hdf5``/``.keras``, weights-only
-files with ``arch``), a PyTorch state dict with ``arch="torchvision:NAME"``, or a registry id
-(pulled first, verified, then converted with the card's architecture and preprocessing).
+files with ``arch``), a TF-slim checkpoint with ``arch="slim:NAME"``, a PyTorch state dict with
+``arch="torchvision:NAME"``, or a registry id (pulled first, verified, then converted with the
+card's architecture and preprocessing).
 """
 
 from __future__ import annotations
@@ -39,6 +40,17 @@ def detect_format(path: Path) -> str:
         f"{path}: cannot tell the format (expected a Caffe prototxt, a Keras .h5/.keras "
         "or a PyTorch state dict)"
     )
+
+
+def is_tf_checkpoint(path: Path) -> bool:
+    """A TF checkpoint: a V2 prefix (``PREFIX.index`` beside it), its ``.index`` / ``.data-*``
+    file, a ``.ckpt`` file (V1), or a folder with a ``checkpoint`` state file."""
+    name = path.name
+    if Path(str(path) + ".index").is_file() or (name.endswith(".index") and path.is_file()):
+        return True
+    if re.search(r"\.data-\d{5}-of-\d{5}$", name) or (name.endswith(".ckpt") and path.is_file()):
+        return True
+    return path.is_dir() and (path / "checkpoint").is_file()
 
 
 def convert_library(
@@ -153,6 +165,14 @@ def convert(
     out_dir = Path(out_dir)
     check_output(out_dir, force)
     src = Path(source)
+    if is_tf_checkpoint(src):
+        if arch is None:
+            raise ConversionError(
+                f"{src.name}: a TensorFlow checkpoint needs --arch slim:NAME (e.g. slim:vgg_16)"
+            )
+        from converters.tf.slim import convert_slim
+
+        return convert_slim(src, out_dir, arch, to=to, preprocess=_as_preprocess(preprocess), force=force)
     if src.exists():
         fmt = detect_format(src)
         if fmt == "caffe":
