@@ -17,6 +17,8 @@ The layout (the contract; docs/cache.md says the same for users)::
                                      the file's own name and suffix (what ``fetch_file`` returns)
       partial/<key>.part             an interrupted download, resumed with HTTP Range; ``<key>`` is a
                                      hash of the file's identity (first URL + published checksum)
+      partial/<key>.etag             the URL, ETag and Last-Modified its first bytes came with (the
+                                     resume's If-Range; a 206 of another version is refused)
       locks/<key>.lock               one file lock per file identity (threads and processes)
       features/<key>/                cached features (zoo.features); ``prune`` drops the broken
                                      ones and leftover extraction folders
@@ -488,6 +490,7 @@ def prune(
             try:
                 with lock:
                     p.unlink(missing_ok=True)
+                    p.with_suffix(".etag").unlink(missing_ok=True)  # its validator (zoo.fetch)
                     res.partials += 1
             except Timeout:
                 pass  # someone is downloading it right now

@@ -473,15 +473,70 @@ def _write_stream(
         raise
 
 
+def _validator_path(part: Path) -> Path:
+    """``partial/<key>.etag``: the URL, ETag and Last-Modified the partial's first bytes came with."""
+    return part.with_suffix(".etag")
+
+
+def _read_validator(part: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        v = json.loads(_validator_path(part).read_text())
+    except (OSError, ValueError):
+        return None
+    return v if isinstance(v, dict) else None
+
+
+def _write_validator(part: Path, url: str, r: Any) -> None:
+    """Record (atomically, before the first body byte) what identifies the version being written."""
+    import json
+
+    v = {"url": url, "etag": r.headers.get("ETag"), "last_modified": r.headers.get("Last-Modified")}
+    vp = _validator_path(part)
+    tmp = vp.with_name(f".{vp.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(v))
+    os.replace(tmp, vp)
+
+
+def _if_range(v: dict[str, Any]) -> str | None:
+    """The If-Range value for a resume: a strong ETag, else the Last-Modified date (RFC 9110 13.1.5)."""
+    etag = v.get("etag")
+    if isinstance(etag, str) and etag and not etag.startswith("W/"):
+        return etag
+    lm = v.get("last_modified")
+    return lm if isinstance(lm, str) and lm else None
+
+
+def _changed(v: dict[str, Any], r: Any) -> str | None:
+    """How a 206's validators contradict the partial's (the file changed on the server), or None."""
+    for key, header in (("etag", "ETag"), ("last_modified", "Last-Modified")):
+        old, new = v.get(key), r.headers.get(header)
+        if old and new and old != new:
+            return f"{header} {old} when the partial download began, now {new}"
+        if old or new:
+            return None  # the strongest validator both sides have decides
+    return None
+
+
 def _http_once(
     session: Any, url: str, part: Path, h: Hashes, ref: FileRef, opts: Options, prog: _Progress
 ) -> None:
-    """One GET (resuming from the partial); raises _Retry on transient trouble."""
+    """One GET (resuming from the partial); raises _Retry on transient trouble.
+
+    A resume sends ``If-Range`` with the ETag (or Last-Modified) the partial's first bytes came
+    with, and a 206 whose ETag differs is refused: bytes of two versions of a file are never
+    stitched together. A partial from another source is resumed only when the card publishes a
+    checksum (which would catch a stitch); otherwise it starts again from zero."""
     import requests
     import urllib3
 
     have = part.stat().st_size if part.exists() else 0
     expected = ref.size
+    validator = _read_validator(part) if have else None
+    if have and (validator or {}).get("url") != url and not ref.checksum.published:
+        part.unlink()
+        have, validator = 0, None
     if expected is not None and have > expected:
         part.unlink()
         have = 0
@@ -492,6 +547,12 @@ def _http_once(
     headers = {"Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
+        if validator and validator.get("url") == url:
+            cond = _if_range(validator)
+            if cond:
+                headers["If-Range"] = cond
+        else:
+            validator = None
     try:
         with session.get(
             url,
@@ -522,14 +583,21 @@ def _http_once(
                         f"{url}: bad Content-Range {r.headers.get('Content-Range')!r} "
                         f"for a resume at byte {have}"
                     )
+                why = _changed(validator, r) if validator else None
+                if why:  # a server that ignored If-Range: never stitch two versions
+                    part.unlink(missing_ok=True)
+                    h.reset()
+                    raise _Retry(f"the file changed on the server ({why}); restarting from zero", 0)
                 start = have
                 total = int(m.group(3)) if m.group(3) != "*" else None
             else:
-                if have:  # the server ignored Range: start again from zero, cleanly
-                    log.debug("%s ignored the Range header; restarting from zero", url)
+                if have:  # the server ignored Range (or If-Range said the file changed): from zero
+                    log.debug("%s answered a resume with the whole file; restarting from zero", url)
                     part.unlink(missing_ok=True)
                     h.reset()
                 total = int(clen) if clen and clen.isdigit() else None
+            if start == 0:
+                _write_validator(part, url, r)
             if total is not None and expected is not None and total != expected:
                 raise _BadSource(f"{url}: the server announces {total} bytes, the card says {expected}")
             prog.start(total or expected, start)
@@ -812,6 +880,14 @@ def _download_verified(card: ModelCard, ref: FileRef, opts: Options) -> Path:
     urls = candidate_urls(ref, opts.mirrors)
     if not urls:
         raise FetchError(f"{_label(card, ref)}: the card gives no URL")
+    try:
+        return _download_sources(card, ref, opts, part, urls)
+    finally:
+        if not part.exists():  # committed or dropped: its validator goes with it
+            _validator_path(part).unlink(missing_ok=True)
+
+
+def _download_sources(card: ModelCard, ref: FileRef, opts: Options, part: Path, urls: list[str]) -> Path:
     errors: list[FetchError] = []
     with _Progress(opts.progress, ref.name, opts.progress_interval) as prog:
         for url in urls:

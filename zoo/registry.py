@@ -64,7 +64,8 @@ def _format_path(path: Iterable[Any]) -> str:
 
 
 def _entry_id(entry: Any, i: int) -> str:
-    return entry.get("id", f"models[{i}]") if isinstance(entry, dict) else f"models[{i}]"
+    eid = entry.get("id") if isinstance(entry, dict) else None
+    return eid if isinstance(eid, str) else f"models[{i}]"  # a non-string id is a schema error
 
 
 def entry_problems(data: Any, origin: str) -> tuple[list[str], dict[int, list[str]]]:

@@ -59,12 +59,16 @@ def sanitize(name: str, used: set[str]) -> str:
 
 
 def _unwrap_model(config: dict[str, Any]) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    if not isinstance(config, dict):
+        raise ConversionError(f"the model config is a {type(config).__name__}, not a JSON object")
     cls = config.get("class_name")
     inner = config.get("config")
     if cls not in ("Sequential", "Functional", "Model"):
         raise ConversionError(f"model class {cls!r} is not supported (Sequential or Functional only)")
     if isinstance(inner, list):  # Keras <= 2.2 Sequential
         return cls, inner, {}
+    if not isinstance(inner, dict) or not isinstance(inner.get("layers"), list):
+        raise ConversionError(f"the {cls} model config holds no 'layers' list")
     return cls, inner["layers"], inner
 
 
@@ -922,8 +926,26 @@ def _flatten(
     return out, (ext_inputs or [local[t] for t in in_refs]), outs
 
 
+# what a malformed model config or weight array makes the builder's lookups raise
+_MALFORMED = (KeyError, IndexError, TypeError, AttributeError, ValueError)
+
+
 def build_graph(src: KerasSource, trust_code: bool = False) -> KerasGraph:
-    """Turn a Keras config + weights into graph nodes (PyTorch NCHW semantics) and tensors."""
+    """Turn a Keras config + weights into graph nodes (PyTorch NCHW semantics) and tensors.
+
+    A malformed config (a missing key, a value of the wrong type or length) or weight array
+    raises ConversionError naming the file and, where known, the layer."""
+    where: list[str] = []
+    try:
+        return _build_graph(src, trust_code, where)
+    except _MALFORMED as e:
+        at = f"layer {where[-1]!r}: " if where else ""
+        raise ConversionError(
+            f"{src.path.name}: {at}malformed model config or weights ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
+
+
+def _build_graph(src: KerasSource, trust_code: bool, where: list[str]) -> KerasGraph:
     if src.config is None:
         raise ConversionError(
             f"{src.path.name}: weights-only file; give its architecture "
@@ -955,6 +977,7 @@ def build_graph(src: KerasSource, trust_code: bool = False) -> KerasGraph:
     flat_src = KerasSource(src.path, src.fmt, src.config, weights, src.keras_version, src.backend)
     b = _Builder(flat_src, trust_code)
     for la, ins in flat:
+        where.append(str(layer_name(la)))
         missing = [t for t in ins if t not in b.shapes]
         if missing:
             raise ConversionError(f"layer {layer_name(la)!r}: input {missing[0]!r} is not defined before it")

@@ -53,7 +53,14 @@ def _attr_json(attrs: Any, key: str) -> Any:
     raw = attrs.get(key)
     if raw is None:
         return None
-    return json.loads(_s(raw))
+    try:
+        return json.loads(_s(raw))
+    except (ValueError, TypeError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ConversionError(f"the {key!r} attribute is not valid JSON ({e})") from None
+
+
+# what h5py, numpy and json raise for a damaged file or a malformed stored structure
+_DAMAGED = (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError)
 
 
 def is_hdf5(path: Path) -> bool:
@@ -257,13 +264,28 @@ def _load_arch(arch: str | Path | dict[str, Any] | None, path: Path) -> dict[str
 
 
 def read_keras(path: str | Path, arch: str | Path | dict[str, Any] | None = None) -> KerasSource:
-    """Read any supported Keras file into a :class:`KerasSource` (config + weights by layer)."""
-    import h5py
+    """Read any supported Keras file into a :class:`KerasSource` (config + weights by layer).
 
+    A damaged or malformed file raises ConversionError naming it, whatever h5py, json or numpy
+    raised underneath."""
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"{path}: no such file")
     arch_cfg = _load_arch(arch, path)
+    try:
+        return _read_keras(path, arch_cfg)
+    except ConversionError as e:
+        msg = str(e)
+        raise ConversionError(msg if msg.startswith(path.name) else f"{path.name}: {msg}") from None
+    except _DAMAGED + (zipfile.BadZipFile,) as e:
+        raise ConversionError(
+            f"{path.name}: damaged or malformed Keras file ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
+
+
+def _read_keras(path: Path, arch_cfg: dict[str, Any] | None) -> KerasSource:
+    import h5py
+
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
