@@ -5,13 +5,12 @@ testdata/lenet_mnist), with scikit-learn's digits rendered as MNIST-like 28x28 P
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from test_features import lenet_world
+from test_features import zoo_cli as _zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 LENET = "testdata/lenet_mnist"
@@ -54,17 +53,6 @@ def world(testdata: Path, tmp_path_factory: pytest.TempPathFactory):
     with lenet_world(testdata, tmp) as w:  # ZOO_HOME + the loopback mirror serving the real LeNet
         paths, target = _digit_images(tmp / "digits")
         yield {**w, "paths": paths, "target": target}
-
-
-def _zoo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "zoo.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
 
 
 def test_layers_cli_lists_lenet_and_marks_ip1(world, capsys: pytest.CaptureFixture[str]) -> None:

@@ -266,18 +266,6 @@ def _concat(parts: list[Path], dst: Path, rows: int, dim: int) -> None:
     del out
 
 
-def device_for(device: Any = None) -> Any:
-    """``device`` as a torch.device; None: this rank's CUDA device (LOCAL_RANK) when there is one,
-    else the CPU."""
-    import torch
-
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
 def _chunk(items: list[Any], rank: int, world: int) -> list[Any]:
     """Rank ``rank``'s contiguous share of ``items`` (the shares, in rank order, are ``items``)."""
     n = len(items)
@@ -305,9 +293,10 @@ def _extract_part(
     import torch
 
     from zoo.data import Loader
+    from zoo.dist import pick_device
     from zoo.models import load
 
-    dev = device_for(device)
+    dev = pick_device(device)
     model = load(model_ref, home=home, **pull_kw)
     net = model.cut(layer).eval().to(dev)  # an unknown layer: ZooError naming the close ones
     if dev.type == "cuda":
@@ -429,41 +418,6 @@ def _commit(tmp: Path, path: Path, root: Path, key: str) -> None:
     os.replace(tmp, path)
 
 
-class _Dist:
-    """The torchrun world (``WORLD_SIZE`` > 1): the default process group (initialized here when
-    the caller has not: gloo on CPU, nccl with CUDA) and a gloo group for the small messages."""
-
-    def __init__(self) -> None:
-        import torch
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            if torch.cuda.is_available():
-                torch.cuda.set_device(device_for(None))
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        self.dist = dist
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.group = dist.new_group(backend="gloo")
-
-    def broadcast(self, obj: Any) -> Any:
-        box = [obj]
-        self.dist.broadcast_object_list(box, src=0, group=self.group)
-        return box[0]
-
-    def gather(self, obj: Any) -> list[Any]:
-        out: list[Any] = [None] * self.world
-        self.dist.all_gather_object(out, obj, group=self.group)
-        return out
-
-
-def world_size() -> int:
-    """The number of processes torchrun started (1 without torchrun)."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
-
-
 def features(
     model: Any,
     data: Any,
@@ -496,8 +450,11 @@ def features(
     key = key_of(doc)
     root = features_root(home)
     path = root / key
-    dist = _Dist() if world_size() > 1 else None
-    rank, world = (dist.rank, dist.world) if dist else (0, 1)
+    from zoo.dist import World
+
+    procs = World()
+    rank, world = procs.rank, procs.world
+    dist = procs if world > 1 else None
 
     def cached(report: bool) -> Features | None:
         if not path.exists():

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.dist import World
 from zoo.errors import ZooError
 from zoo.finetune.config import HeadSpec, Options
 from zoo.finetune.model import (
@@ -49,63 +50,6 @@ CHECKPOINT_FORMAT = 1
 
 
 # ------------------------------------------------------------------ processes and devices
-class World:
-    """This process's place under torchrun (rank, world size, the group for small messages), or a
-    world of one."""
-
-    def __init__(self) -> None:
-        self.world = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
-        self.rank = 0
-        self.dist: Any = None
-        self.group: Any = None
-        if self.world > 1:
-            import torch.distributed as dist
-
-            if not dist.is_initialized():
-                if torch.cuda.is_available():
-                    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-                dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-            self.dist = dist
-            self.rank, self.world = dist.get_rank(), dist.get_world_size()
-            self.group = dist.new_group(backend="gloo")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def gather(self, obj: Any) -> list[Any]:
-        if self.dist is None:
-            return [obj]
-        out: list[Any] = [None] * self.world
-        self.dist.all_gather_object(out, obj, group=self.group)
-        return out
-
-    def broadcast(self, obj: Any) -> Any:
-        if self.dist is None:
-            return obj
-        box = [obj]
-        self.dist.broadcast_object_list(box, src=0, group=self.group)
-        return box[0]
-
-    def sum(self, values: list[float]) -> list[float]:
-        if self.dist is None:
-            return values
-        t = torch.tensor(values, dtype=torch.float64)
-        self.dist.all_reduce(t, group=self.group)
-        return t.tolist()
-
-
-def pick_device(device: str | None) -> torch.device:
-    if device:
-        d = torch.device(device)
-        if d.type == "cuda" and not torch.cuda.is_available():
-            raise ZooError(f"--device {device}: no CUDA device here (torch sees none)")
-        return d
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype: ``auto`` is bf16 on a CUDA device that supports it, else fp16 (with a
     gradient scaler); off on the CPU. ``bf16`` also runs on the CPU."""

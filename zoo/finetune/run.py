@@ -13,16 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from zoo.dist import World, pick_device
 from zoo.errors import ZooError
 from zoo.finetune.config import HeadSpec, Options
 from zoo.finetune.loop import (
     CHECKPOINT,
     Trainer,
-    World,
     amp_dtype,
     build,
     load_checkpoint,
-    pick_device,
 )
 from zoo.finetune.model import BATCHNORMS, FineTuneModel, Head
 
