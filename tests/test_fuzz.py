@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -759,6 +760,32 @@ def test_keras_regressions_raise_conversion_error(name: str) -> None:
         assert "regression.h5: damaged or malformed Keras file" in msg, msg
     elif name not in ("config null", "config a number"):
         assert msg.startswith("regression.h5: "), msg
+
+
+@pytest.mark.timeout(60)
+def test_keras_h5_that_hangs_libhdf5_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One byte of the seed set to 8 makes libhdf5 loop forever inside
+    ``h5.attrs["keras_version"]`` (found by bench/fuzz.py at 10,000 cases). The read runs in
+    converters.h5guard's worker: stopped at the time limit with one line, and the next read works."""
+    from converters.keras.reader import read_keras
+    from zoo.errors import ConversionError
+
+    monkeypatch.setenv("ZOO_HDF5_TIMEOUT", "3")
+    p = _TMP / "hangs.h5"
+    p.write_bytes(apply_edits(KERAS_H5, [("set", 2785, 8)]))
+    t0 = time.monotonic()
+    with pytest.raises(
+        ConversionError, match=r"^hangs\.h5: the HDF5 library did not finish reading it within 3 s"
+    ):
+        read_keras(p)
+    assert time.monotonic() - t0 < 20
+    good = _TMP / "good.h5"
+    good.write_bytes(KERAS_H5)
+    weights = {k: v for k, v in read_keras(good).weights.items() if v}
+    assert sorted(weights) == sorted(KERAS_WEIGHTS)
+    assert all(
+        np.array_equal(a, b) for (_, a), (_, b) in zip(weights["conv"], KERAS_WEIGHTS["conv"], strict=True)
+    )
 
 
 def test_registry_regression_non_string_id() -> None:

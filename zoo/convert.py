@@ -153,12 +153,15 @@ def convert(
     home: Path | None = None,
     allow_unknown_fields: bool = False,
     force: bool = False,
+    inputs: list[str] | None = None,
+    outputs: list[str] | None = None,
     **pull_kw: Any,
 ) -> Path:
     """Convert a file or a registry entry into the zoo model folder ``out_dir``.
 
     An existing non-empty ``out_dir`` is refused unless ``force`` (checked before anything is
-    pulled). ``allow_unknown_fields``: Caffe prototxt fields unknown to Caffe are skipped (named on
+    pulled). ``inputs`` / ``outputs``: tensor names of a frozen TensorFlow GraphDef (``.pb``).
+    ``allow_unknown_fields``: Caffe prototxt fields unknown to Caffe are skipped (named on
     stderr) instead of refused."""
     from converters.folder import check_output
 
@@ -173,6 +176,18 @@ def convert(
         from converters.tf.slim import convert_slim
 
         return convert_slim(src, out_dir, arch, to=to, preprocess=_as_preprocess(preprocess), force=force)
+    if src.is_file() and src.suffix.lower() == ".pb":
+        from converters.tf.graphdef import convert_graphdef
+
+        return convert_graphdef(
+            src,
+            out_dir,
+            inputs=inputs,
+            outputs=outputs,
+            to=to,
+            preprocess=_as_preprocess(preprocess),
+            force=force,
+        )
     if src.exists():
         fmt = detect_format(src)
         if fmt == "caffe":
@@ -233,9 +248,10 @@ def convert(
         if wts is None:
             raise ConversionError(f"{card.id}: the card lists no Keras weights file")
         from converters.keras import convert_keras
+        from converters.keras.reader import is_full_model
 
         # A full model file carries its own architecture; weights-only files take the card's builder.
-        karch = arch or (None if _is_full_model(wts) else (card.architecture or None))
+        karch = arch or (None if is_full_model(wts) else (card.architecture or None))
         return convert_keras(
             wts,
             out_dir,
@@ -255,6 +271,21 @@ def convert(
 
             card = dataclasses.replace(card, architecture=parse(arch))
         return convert_library(card, wts, out_dir, to, force)
+    if card.framework == "tensorflow":
+        from converters.tf.cards import convert_card
+
+        return convert_card(
+            card,
+            files,
+            out_dir,
+            to=to,
+            arch=arch,
+            inputs=inputs,
+            outputs=outputs,
+            preprocess=_as_preprocess(pre),
+            card_extra={"registry_id": card.id, **_head(card)},
+            force=force,
+        )
     raise ConversionError(f"{card.id}: no converter for {card.framework} / {card.format} yet")
 
 
@@ -262,18 +293,6 @@ def _head(card: ModelCard) -> dict[str, Any]:
     """The registry card's fields a converted folder's card keeps (labels, head, licence)."""
     keys = ("labels", "default_cut", "classifier", "num_classes", "license", "dataset", "task")
     return {k: getattr(card, k) for k in keys if getattr(card, k) is not None}
-
-
-def _is_full_model(path: Path) -> bool:
-    if path.suffix == ".keras":
-        return True
-    try:
-        import h5py
-
-        with h5py.File(path, "r") as h5:
-            return "model_config" in h5.attrs
-    except OSError:
-        return False
 
 
 def _as_preprocess(p: dict[str, Any] | Preprocess | None) -> Preprocess | None:

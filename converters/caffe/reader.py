@@ -417,10 +417,16 @@ def read_caffemodel(path: str | Path) -> dict[str, list[np.ndarray]]:
 
 
 def read_caffemodel_h5(path: str | Path) -> dict[str, list[np.ndarray]]:
-    """HDF5 snapshot (datasets ``data/<layer>/<i>``) -> {layer name: blobs}."""
+    """HDF5 snapshot (datasets ``data/<layer>/<i>``) -> {layer name: blobs}, read in the HDF5
+    worker (:mod:`converters.h5guard`: libhdf5 can hang on a damaged file)."""
+    from converters import h5guard
+
+    return h5guard.call(_read_caffemodel_h5, Path(path), path=path)
+
+
+def _read_caffemodel_h5(path: Path) -> dict[str, list[np.ndarray]]:
     import h5py
 
-    path = Path(path)
     out: dict[str, list[np.ndarray]] = {}
     try:
         with h5py.File(path, "r") as f:
@@ -430,8 +436,8 @@ def read_caffemodel_h5(path: str | Path) -> dict[str, list[np.ndarray]]:
                 keys = sorted(grp.keys(), key=int)
                 if keys:
                     out[name] = [np.asarray(grp[k], dtype=np.float32) for k in keys]
-    except OSError as e:
-        raise ConversionError(f"{path}: cannot read HDF5 weights ({e})") from None
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise ConversionError(f"{path}: cannot read HDF5 weights ({type(e).__name__}: {e})") from None
     return out
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from converters import h5guard
 from zoo.errors import ConversionError
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -273,7 +274,7 @@ def read_keras(path: str | Path, arch: str | Path | dict[str, Any] | None = None
         raise ConversionError(f"{path}: no such file")
     arch_cfg = _load_arch(arch, path)
     try:
-        return _read_keras(path, arch_cfg)
+        return h5guard.call(_read_keras, path, arch_cfg, path=path)  # libhdf5 can hang on damage
     except ConversionError as e:
         msg = str(e)
         raise ConversionError(msg if msg.startswith(path.name) else f"{path.name}: {msg}") from None
@@ -281,6 +282,28 @@ def read_keras(path: str | Path, arch: str | Path | dict[str, Any] | None = None
         raise ConversionError(
             f"{path.name}: damaged or malformed Keras file ({type(e).__name__}: {str(e)[:200]})"
         ) from None
+
+
+def is_full_model(path: str | Path) -> bool:
+    """Does ``path`` hold a whole model (a ``.keras`` archive, or HDF5 with ``model_config``)?
+    Read in the HDF5 worker; an unreadable file is not one."""
+    path = Path(path)
+    if path.suffix == ".keras":
+        return True
+    try:
+        return bool(h5guard.call(_has_model_config, path, path=path))
+    except (ConversionError, OSError):
+        return False
+
+
+def _has_model_config(path: Path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            return "model_config" in h5.attrs
+    except _DAMAGED:
+        return False
 
 
 def _read_keras(path: Path, arch_cfg: dict[str, Any] | None) -> KerasSource:
