@@ -11,6 +11,8 @@ Routes (docs/serve.md):
   (quoted), ``If-None-Match`` (304) and ``If-Range``. A miss is pulled through ``zoo.fetch`` (the
   verified fetcher, into this server's cache) when upstream is allowed, once however many
   requests wait for it; otherwise it is a 404.
+- ``GET|HEAD /<org>/<name>/resolve/<revision>/<file>``: the Hugging Face ``resolve`` route for the
+  hub files cards list (``HF_ENDPOINT`` clients), the same blobs with the hub's headers.
 
 Only blobs are served: a request names a card and one of its files (or one of their URLs), never
 a path; the file served is the real path of the cached view, refused unless it is a regular file
@@ -25,6 +27,7 @@ are tried after the API and file routes and before the mirror layout's catch-all
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -32,7 +35,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -146,12 +149,22 @@ class ZooServer:
         self._map_lock = threading.Lock()
         self._map_stamp: str | None = None
         self._by_url: dict[str, list[tuple[ModelCard, FileRef]]] = {}
+        self._by_hf: dict[tuple[str, str], list[tuple[ModelCard, FileRef]]] = {}
 
     # -- the registry
 
     def mirror_entries(self, key: str) -> list[tuple[ModelCard, FileRef]]:
         """The (card, file) pairs whose URL is ``<host>/<path>[?query]`` (rebuilt when the
         registry or the catalogue changed)."""
+        self._refresh_maps()
+        return list(self._by_url.get(key, ()))
+
+    def hf_entries(self, repo_id: str, filename: str) -> list[tuple[ModelCard, FileRef]]:
+        """The (card, file) pairs of Hugging Face file ``repo_id/filename``."""
+        self._refresh_maps()
+        return list(self._by_hf.get((repo_id, filename), ()))
+
+    def _refresh_maps(self) -> None:
         idx = api.index(self.home)
         stamp = json.dumps(idx.meta, sort_keys=True)
         with self._map_lock:
@@ -159,10 +172,12 @@ class ZooServer:
                 from zoo.registry import SearchQuery
 
                 by_url: dict[str, list[tuple[ModelCard, FileRef]]] = {}
+                by_hf: dict[tuple[str, str], list[tuple[ModelCard, FileRef]]] = {}
                 for card in idx.search(SearchQuery()):
                     for ref in card.files:
-                        if ref.hf:
-                            continue  # hub files go through HF_ENDPOINT, not mirrors
+                        if ref.hf:  # hub files: the resolve route, not the mirror layout
+                            by_hf.setdefault((ref.hf["repo_id"], ref.hf["filename"]), []).append((card, ref))
+                            continue
                         whole = replace(ref, member=None, role="archive") if ref.member else ref
                         for url in ref.urls:
                             if url.startswith(("http://", "https://")):
@@ -170,8 +185,7 @@ class ZooServer:
                                 pairs = by_url.setdefault(k, [])
                                 if not any(c.id == card.id and r.name == whole.name for c, r in pairs):
                                     pairs.append((card, whole))
-                self._by_url, self._map_stamp = by_url, stamp
-            return list(self._by_url.get(key, ()))
+                self._by_url, self._by_hf, self._map_stamp = by_url, by_hf, stamp
 
     # -- the cache
 
@@ -230,7 +244,15 @@ class ZooServer:
 
     # -- responses
 
-    async def serve(self, request: Request, card: ModelCard, ref: FileRef) -> Response:
+    async def serve(
+        self,
+        request: Request,
+        card: ModelCard,
+        ref: FileRef,
+        extra: Callable[[str, int], dict[str, str]] | None = None,
+    ) -> Response:
+        """The cached blob of ``ref`` (pulled on a miss when upstream is allowed), with Range,
+        ETag = sha256, If-None-Match and If-Range; ``extra(sha, size)`` adds headers."""
         hit = await run_in_threadpool(self.local, card, ref)
         if hit is None:
             if not self.upstream:
@@ -244,12 +266,21 @@ class ZooServer:
                 return PlainTextResponse("not found\n", 404)
         real, st = hit
         sha = real.name
-        headers = {"etag": f'"{sha}"', "x-zoo-sha256": sha}
+        headers = {"etag": f'"{sha}"', "x-zoo-sha256": sha, **(extra(sha, st.st_size) if extra else {})}
         inm = request.headers.get("if-none-match")
         if inm is not None and _etag_matches(inm, sha):
             return Response(status_code=304, headers=headers)
         # FileResponse keeps our ETag (it only sets one when absent) and compares If-Range with it
         return FileResponse(real, headers=headers, media_type="application/octet-stream", stat_result=st)
+
+
+def hf_commit(repo_id: str, revision: str) -> str:
+    """The ``X-Repo-Commit`` of a hub file served here: the card's revision when it is a commit
+    hash; otherwise a stable 40-hex id made from the repo and revision (zoo does not learn the
+    hub's commit for a branch name; huggingface_hub only uses it to name its snapshot folder)."""
+    if re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    return hashlib.sha1(f"zoo:{repo_id}@{revision}".encode(), usedforsecurity=False).hexdigest()
 
 
 def _file_of(card: ModelCard, filename: str) -> FileRef | None:
@@ -334,7 +365,39 @@ def _file_routes(srv: ZooServer) -> tuple[list[BaseRoute], list[BaseRoute]]:
                 return await srv.serve(request, card, ref)
         return await srv.serve(request, *pairs[0])
 
-    first = [Route("/files/{family}/{name}/{filename}", by_card, methods=["GET"])]
+    async def hf_resolve(request: Request) -> Response:
+        p = request.path_params
+        repo_id, rev, filename = f"{p['org']}/{p['name']}", p["rev"], p["filename"]
+        pairs = await run_in_threadpool(srv.hf_entries, repo_id, filename)
+        if not pairs:
+            return PlainTextResponse(
+                f"no model file is {repo_id}/{filename}\n", 404, headers={"x-error-code": "EntryNotFound"}
+            )
+        revs = {(r.hf or {}).get("revision") or "main" for _, r in pairs}
+        if rev not in revs and rev != "main":
+            return PlainTextResponse(
+                f"{repo_id}: revision {rev!r} is not on a card here\n",
+                404,
+                headers={"x-error-code": "RevisionNotFound"},
+            )
+        card, ref = next(
+            ((c, r) for c, r in pairs if ((r.hf or {}).get("revision") or "main") == rev), pairs[0]
+        )
+        card_rev = (ref.hf or {}).get("revision") or "main"
+
+        def hub_headers(sha: str, size: int) -> dict[str, str]:
+            return {
+                "x-repo-commit": hf_commit(repo_id, card_rev),
+                "x-linked-etag": f'"{sha}"',
+                "x-linked-size": str(size),
+            }
+
+        return await srv.serve(request, card, ref, extra=hub_headers)
+
+    first = [
+        Route("/files/{family}/{name}/{filename}", by_card, methods=["GET"]),
+        Route("/{org}/{name}/resolve/{rev}/{filename:path}", hf_resolve, methods=["GET"]),
+    ]
     last = [Route("/{host}/{rest:path}", by_url, methods=["GET"])]
     return first, last
 
