@@ -274,6 +274,14 @@ class ZooServer:
         return FileResponse(real, headers=headers, media_type="application/octet-stream", stat_result=st)
 
 
+def _mirror_key(request: Request) -> str:
+    """``<host>/<path>[?query]`` of a mirror-layout request, as sent."""
+    raw = request.scope.get("raw_path") or request.scope["path"].encode()
+    key = raw.decode("latin-1").lstrip("/")
+    qs = request.scope.get("query_string", b"")
+    return key + "?" + qs.decode("latin-1") if qs else key
+
+
 def hf_commit(repo_id: str, revision: str) -> str:
     """The ``X-Repo-Commit`` of a hub file served here: the card's revision when it is a commit
     hash; otherwise a stable 40-hex id made from the repo and revision (zoo does not learn the
@@ -352,12 +360,7 @@ def _file_routes(srv: ZooServer) -> tuple[list[BaseRoute], list[BaseRoute]]:
         return await srv.serve(request, card, ref)
 
     async def by_url(request: Request) -> Response:
-        raw = request.scope.get("raw_path") or request.scope["path"].encode()
-        key = raw.decode("latin-1").lstrip("/")
-        qs = request.scope.get("query_string", b"")
-        if qs:
-            key += "?" + qs.decode("latin-1")
-        pairs = await run_in_threadpool(srv.mirror_entries, key)
+        pairs = await run_in_threadpool(srv.mirror_entries, _mirror_key(request))
         if not pairs:
             return PlainTextResponse("no model file has this URL\n", 404)
         for card, ref in pairs:  # one cached already wins; else the first card's
@@ -370,6 +373,8 @@ def _file_routes(srv: ZooServer) -> tuple[list[BaseRoute], list[BaseRoute]]:
         repo_id, rev, filename = f"{p['org']}/{p['name']}", p["rev"], p["filename"]
         pairs = await run_in_threadpool(srv.hf_entries, repo_id, filename)
         if not pairs:
+            if await run_in_threadpool(srv.mirror_entries, _mirror_key(request)):
+                return await by_url(request)  # a mirror-layout URL that looks like a resolve path
             return PlainTextResponse(
                 f"no model file is {repo_id}/{filename}\n", 404, headers={"x-error-code": "EntryNotFound"}
             )
