@@ -49,6 +49,16 @@ ROOT = Path(__file__).resolve().parents[2]
 # slim's default input sizes (net.default_image_size) where they are not 224
 DEFAULT_SIZE = {"inception_v3": 299, "overfeat": 231}
 SKIP_VARIABLES = ("global_step",)
+# the logits kernel of each net ([1, 1, C, num_classes], vgg's [1, 1, 4096, num_classes]): where
+# --arch gives no num_classes, it is read from the checkpoint (slim publishes 1001 for inception
+# and resnet_v2, 1000 for vgg and resnet_v1; tf_slim's resnets default to no logits at all)
+LOGITS_VARIABLE = {
+    **{n: f"{n}/fc8/weights" for n in ("vgg_a", "vgg_16", "vgg_19", "alexnet_v2", "overfeat")},
+    **{f"resnet_v{v}_{d}": f"resnet_v{v}_{d}/logits/weights" for v in (1, 2) for d in (50, 101, 152)},
+    "inception_v1": "InceptionV1/Logits/Conv2d_0c_1x1/weights",
+    "inception_v2": "InceptionV2/Logits/Conv2d_1c_1x1/weights",
+    "inception_v3": "InceptionV3/Logits/Conv2d_1c_1x1/weights",
+}
 
 _PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_]*[A-Za-z0-9])?$")
 
@@ -80,8 +90,9 @@ def scope_of(module: str) -> str:
     return module.replace("__", "/")
 
 
-def run_tf_worker(args: list[str], timeout: float = 1800) -> str:
-    """``python -m converters.tf._worker ARGS`` in a subprocess (TensorFlow never beside torch)."""
+def run_tf_worker(args: list[str], timeout: float = 1800, module: str = "converters.tf._worker") -> str:
+    """``python -m MODULE ARGS`` (default converters.tf._worker) in a subprocess (TensorFlow never
+    beside torch)."""
     e = dict(os.environ)
     e["PYTHONPATH"] = str(ROOT) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
     e.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -89,7 +100,7 @@ def run_tf_worker(args: list[str], timeout: float = 1800) -> str:
     e.setdefault("CUDA_VISIBLE_DEVICES", "-1")
     try:
         p = subprocess.run(
-            [sys.executable, "-m", "converters.tf._worker", *args],
+            [sys.executable, "-m", module, *args],
             env=e,
             capture_output=True,
             text=True,
@@ -144,6 +155,29 @@ class _Translator:
         self.done: set[str] = set()
         self.inputs: list[dict[str, Any]] = []
         self.keep_prob = float(doc.get("net_args", {}).get("dropout_keep_prob", 0.5))
+        # slim's end points: TF tensor -> its end point names; blobs holding one are not rewritten
+        self.aliases: dict[tuple[str, int], list[str]] = {}
+        for ep, (op_name, idx) in sorted(doc.get("end_points", {}).items()):
+            self.aliases.setdefault((op_name, int(idx)), []).append(ep)
+        self.ep_blobs: set[str] = set()
+        self.node_of: dict[str, dict[str, Any]] = {}  # node name -> node
+        # a scope TF doubled by re-entering a variable scope (InceptionV3/InceptionV3/...)
+        variables = [v["name"] for v in doc.get("variables", [])]
+        self.doubled = {
+            o["name"].split("/")[0]
+            for o in doc["ops"]
+            if o["name"].count("/") >= 2 and o["name"].split("/")[0] == o["name"].split("/")[1]
+        }
+        self.doubled -= {
+            v.split("/")[0] for v in variables if v.count("/") >= 2 and v.split("/")[0] == v.split("/")[1]
+        }
+
+    def _canon(self, op_name: str) -> str:
+        """An op name with a doubled leading scope written once (``A/A/b`` -> ``A/b``)."""
+        parts = op_name.split("/")
+        if len(parts) > 2 and parts[0] == parts[1] and parts[0] in self.doubled:
+            return "/".join(parts[1:])
+        return op_name
 
     def _name(self, preferred: str, fallback: str) -> str:
         n = preferred if preferred and preferred not in self.names else fallback
@@ -160,10 +194,14 @@ class _Translator:
     def _row(self, var: str, target: str, steps: tuple[str, ...], target_shape: list[int]) -> None:
         self.rows.append(LayerMapRow(var, 0, target, steps, tuple(self.shapes[var]), tuple(target_shape)))
 
-    def _inplace_ok(self, op: dict[str, Any]) -> bool:
-        """Whether ``op`` may rewrite its input blob: it is that tensor's only consumer."""
+    def _inplace_ok(self, op: dict[str, Any], eval_identity: bool = False) -> bool:
+        """Whether ``op`` may rewrite its input blob: it is that tensor's only consumer and the blob
+        is no slim end point (unless ``op`` is the identity at eval: dropout), so ``cut`` at an end
+        point gives slim's tensor."""
         src = self.ops.get(op["inputs"][0][0])
-        return src is not None and src["consumers"] == [op["name"]] and src["type"] != "Placeholder"
+        if src is None or src["consumers"] != [op["name"]] or src["type"] == "Placeholder":
+            return False
+        return eval_identity or self.blob.get(tuple(op["inputs"][0])) not in self.ep_blobs
 
     def _add(
         self,
@@ -178,6 +216,13 @@ class _Translator:
         also: Iterable[str] = (),
     ) -> dict[str, Any]:
         out = ins[0] if inplace else name
+        aliases = [a for n in (op["name"], *also) for a in self.aliases.get((n, 0), [])]
+        parent = name.rsplit("/", 1)[0]
+        if name not in aliases and parent in aliases and parent not in self.names:
+            self.names.discard(name)  # InceptionV3/Mixed_5b/concat -> the end point InceptionV3/Mixed_5b
+            name = parent
+            self.names.add(name)
+            out = ins[0] if inplace else name
         node = {
             "name": name,
             "module": module_name(name, self.taken),
@@ -191,9 +236,31 @@ class _Translator:
             "tf_ops": [op["name"], *also],
         }
         self.nodes.append(node)
+        self.node_of[name] = node
         for n in (op["name"], *also):
             self.blob[(n, 0)] = out
             self.done.add(n)
+        if aliases:
+            self.ep_blobs.add(out)
+        for a in aliases:
+            if a in self.names:
+                continue  # a node of that name (same blob: in-place) or taken: cut() by its name
+            # another end point name of the same tensor (resnet_v2_50/block3 = unit_6's output)
+            self.names.add(a)
+            alias_node = {
+                "name": a,
+                "module": module_name(a, self.taken),
+                "type": "EndPoint",
+                "op": "identity",
+                "attrs": {"end_point": a},
+                "inputs": [out],
+                "outputs": [out],
+                "params": {},
+                "output_shapes": node["output_shapes"],
+                "tf_ops": [],
+            }
+            self.nodes.append(alias_node)
+            self.node_of[a] = alias_node
         return node
 
     def run(self) -> None:
@@ -339,7 +406,7 @@ class _Translator:
     def _op_Relu(self, op: dict[str, Any]) -> None:
         self._add(
             op,
-            self._name(op["name"], op["name"]),
+            self._name(self._canon(op["name"]), op["name"]),
             op["type"],
             "relu",
             {},
@@ -350,7 +417,7 @@ class _Translator:
     def _op_Relu6(self, op: dict[str, Any]) -> None:
         self._add(
             op,
-            self._name(op["name"], op["name"]),
+            self._name(self._canon(op["name"]), op["name"]),
             op["type"],
             "keras.activation",
             {"activation": "relu6"},
@@ -367,7 +434,7 @@ class _Translator:
             "stride": [int(a["strides"][1]), int(a["strides"][2])],
             "padding": a["padding"].lower(),
         }
-        name = self._name(op["name"].rsplit("/", 1)[0], op["name"])
+        name = self._name(self._canon(op["name"]).rsplit("/", 1)[0], op["name"])
         self._add(op, name, op["type"], "keras.pool2d", attrs, [self._in(op)])
 
     def _op_MaxPool(self, op: dict[str, Any]) -> None:
@@ -377,7 +444,7 @@ class _Translator:
         self._pool(op, "avg")
 
     def _op_Identity(self, op: dict[str, Any]) -> None:
-        scope = op["name"].rsplit("/", 1)[0]
+        scope = self._canon(op["name"]).rsplit("/", 1)[0]
         if "dropout" in scope.rsplit("/", 1)[-1].lower():
             zop, attrs, tf_type = "dropout", {"ratio": round(1.0 - self.keep_prob, 6)}, "Dropout"
         else:
@@ -389,7 +456,7 @@ class _Translator:
             zop,
             attrs,
             [self._in(op)],
-            inplace=self._inplace_ok(op),
+            inplace=self._inplace_ok(op, eval_identity=True),
         )
 
     def _op_Squeeze(self, op: dict[str, Any]) -> None:
@@ -399,7 +466,12 @@ class _Translator:
             raise ConversionError(f"TF op {op['name']}: Squeeze of a rank-{rank} tensor (dims {dims})")
         nchw = sorted(_NHWC_TO_NCHW_AXIS[d % 4] for d in dims)
         self._add(
-            op, self._name(op["name"], op["name"]), "Squeeze", "tf.squeeze", {"dims": nchw}, [self._in(op)]
+            op,
+            self._name(self._canon(op["name"]), op["name"]),
+            "Squeeze",
+            "tf.squeeze",
+            {"dims": nchw},
+            [self._in(op)],
         )
 
     def _op_Pad(self, op: dict[str, Any]) -> None:
@@ -410,7 +482,12 @@ class _Translator:
             )
         (t, b), (left, r) = p[1], p[2]
         self._add(
-            op, self._name(op["name"], op["name"]), "Pad", "tf.pad", {"pads": [left, r, t, b]}, [self._in(op)]
+            op,
+            self._name(self._canon(op["name"]), op["name"]),
+            "Pad",
+            "tf.pad",
+            {"pads": [left, r, t, b]},
+            [self._in(op)],
         )
 
     def _op_Mean(self, op: dict[str, Any]) -> None:
@@ -420,21 +497,39 @@ class _Translator:
             raise ConversionError(f"TF op {op['name']}: Mean over axes {axes} (only spatial pooling)")
         attrs = {"kind": "avg", "keepdims": bool(op["attrs"].get("keep_dims"))}
         self._add(
-            op, self._name(op["name"], op["name"]), "Mean", "keras.global_pool2d", attrs, [self._in(op)]
+            op,
+            self._name(self._canon(op["name"]), op["name"]),
+            "Mean",
+            "keras.global_pool2d",
+            attrs,
+            [self._in(op)],
         )
 
     def _op_AddV2(self, op: dict[str, Any]) -> None:
         if len(op["inputs"]) != 2:
             raise ConversionError(f"TF op {op['name']}: Add with a constant is not supported")
-        name = self._name(
-            op["name"].rsplit("/", 1)[0] if op["name"].endswith("/add") else op["name"], op["name"]
-        )
+        n = self._canon(op["name"])
+        name = self._name(n.rsplit("/", 1)[0] if n.endswith("/add") else n, op["name"])
         self._add(op, name, "Add", "keras.add", {}, [self._in(op, 0), self._in(op, 1)])
 
     _op_Add = _op_AddV2
 
     def _op_Softmax(self, op: dict[str, Any]) -> None:
-        self._add(op, self._name(op["name"], op["name"]), "Softmax", "softmax", {"axis": 1}, [self._in(op)])
+        n = self._canon(op["name"])
+        self._add(op, self._name(n, op["name"]), "Softmax", "softmax", {"axis": 1}, [self._in(op)])
+
+    def _op_ConcatV2(self, op: dict[str, Any]) -> None:
+        n_in = len(op["inputs"])
+        axis = op["consts"].get(str(n_in))
+        rank = len(op["output_shapes"][0] or [])
+        if not isinstance(axis, int) or rank != 4 or n_in < 1:
+            raise ConversionError(
+                f"TF op {op['name']}: only a concat of rank-4 tensors over a constant axis is supported"
+            )
+        ins = [self._in(op, i) for i in range(n_in)]
+        name = self._name(self._canon(op["name"]), op["name"])
+        attrs = {"dim": _NHWC_TO_NCHW_AXIS[axis % 4]}
+        self._add(op, name, "Concat", "keras.concat", attrs, ins)
 
 
 def build_slim_graph(
@@ -536,8 +631,13 @@ def convert_slim(
     name, kwargs, size = parse_slim_arch(arch)
     files = _source_files(path)
     stored = {v.name: tuple(v.shape) for v in list_variables(path)}
+    logits = stored.get(LOGITS_VARIABLE.get(name, ""))
+    if "num_classes" not in kwargs and logits is not None and len(logits) == 4:
+        kwargs["num_classes"] = int(logits[-1])  # as the checkpoint has it
     doc = slim_graph(name, kwargs, size)
-    shapes = {v["name"]: tuple(v["shape"]) for v in doc["variables"]}
+    # the variables the output reads (inception's AuxLogits are built but not read at eval)
+    read = {v for o in doc["ops"] for v in o["variables"].values()}
+    shapes = {v["name"]: tuple(v["shape"]) for v in doc["variables"] if v["name"] in read}
     for var, shp in shapes.items():
         if var not in stored:
             raise ConversionError(
