@@ -31,7 +31,8 @@ def hwm():  # VmHWM: this process's peak RSS (not inherited across exec, unlike 
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
 from zoo.convert import convert
-import converters.tf.slim, converters.tf.checkpoint, converters.graph_torch, converters.torch_onnx, safetensors  # noqa
+import converters.tf.slim, converters.tf.checkpoint  # noqa
+import converters.graph_torch, converters.torch_onnx, safetensors  # noqa
 base = hwm()
 src, out, to, arch = sys.argv[1:5]
 t = time.perf_counter()
