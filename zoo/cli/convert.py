@@ -42,8 +42,17 @@ def eval_fraction(v: str) -> float:
     return float(v)
 
 
+def _names_opt(values: tuple[str, ...]) -> list[str] | None:
+    """Repeated and / or comma-separated tensor names (commas inside ``[...]`` shapes kept)."""
+    import re
+
+    out = [p.strip() for v in values for p in re.findall(r"[^,\[]+(?:\[[^\]]*\])?", v) if p.strip()]
+    return out or None
+
+
 @cli.command()
 @click.argument("source")
+@click.argument("out_arg", metavar="[OUT]", required=False, type=click.Path(file_okay=False))
 @click.option(
     "--weights",
     type=click.Path(exists=True, dir_okay=False),
@@ -54,9 +63,8 @@ def eval_fraction(v: str) -> float:
     "-o",
     "--out",
     "out_dir",
-    required=True,
     type=click.Path(file_okay=False),
-    help="The zoo model folder to write (must not exist or be empty, unless --force).",
+    help="The zoo model folder to write (must not exist or be empty, unless --force); or give OUT.",
 )
 @click.option("--arch", help="Architecture for weights-only files, e.g. torchvision:resnet50.")
 @click.option(
@@ -73,22 +81,47 @@ def eval_fraction(v: str) -> float:
 )
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder (else it is refused).")
 @click.option("--mirror", "mirrors", multiple=True, help="Mirror base URL for registry ids.")
+@click.option(
+    "--inputs",
+    "inputs",
+    multiple=True,
+    help="Frozen GraphDef (.pb): input tensor(s), e.g. input:0 or Mul:0[1,299,299,3] (NHWC shape); "
+    "repeat or comma-separate. Default: the graph's Placeholder(s).",
+)
+@click.option(
+    "--outputs",
+    "outputs",
+    multiple=True,
+    help="Frozen GraphDef (.pb): output tensor(s), e.g. vgg_16/fc8/squeezed:0; repeat or "
+    "comma-separate. Default: the graph's sinks.",
+)
 def convert(
     source: str,
+    out_arg: str | None,
     weights: str | None,
     to: str,
-    out_dir: str,
+    out_dir: str | None,
     arch: str | None,
     preprocess: tuple[str, ...],
     trust_code: bool,
     allow_unknown_fields: bool,
     force: bool,
     mirrors: tuple[str, ...],
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
 ) -> None:
-    """Convert SOURCE (a file or a registry id) into a zoo model folder (PyTorch and/or ONNX)."""
+    """Convert SOURCE (a file or a registry id) into the zoo model folder OUT (or -o OUT), PyTorch
+    and/or ONNX."""
     from zoo import convert as zconvert
 
+    if (out_arg is None) == (out_dir is None):
+        raise click.UsageError("give the output folder once: OUT or -o OUT")
+    out_dir = out_dir or out_arg
     kw: dict[str, Any] = {"mirrors": list(mirrors)} if mirrors else {}
+    if inputs:
+        kw["inputs"] = _names_opt(inputs)
+    if outputs:
+        kw["outputs"] = _names_opt(outputs)
     if allow_unknown_fields:
         kw["allow_unknown_fields"] = True
     out = zconvert.convert(
