@@ -11,7 +11,9 @@ Commands:
   ``Identity`` reads of variables), the variable each input reads, small constant inputs, the
   attributes that define the computation (strides, padding, ksize, data_format, dilations,
   squeeze_dims, epsilon, keep_dims, ...) and the output shapes; plus every variable (name,
-  shape) and the net's defaults (``dropout_keep_prob``).
+  shape; also those the output does not read, such as inception's AuxLogits), slim's end points
+  on the output's path (full scope -> op and output index) and the net's defaults
+  (``dropout_keep_prob``).
 
 Test fixtures (checkpoints saved by TensorFlow) live in ``tests/tf_slim_fixtures.py``.
 """
@@ -79,10 +81,12 @@ def tf_modules():  # noqa: ANN201
     return tf, tf_slim
 
 
-def build_slim(
+def build_slim_net(
     tf: Any, tf_slim: Any, name: str, kwargs: dict[str, Any], h: int, w: int
-) -> tuple[Any, Any, dict]:
-    """In the current default graph: (placeholder, output tensor, defaults) of slim net ``name``."""
+) -> tuple[Any, Any, dict, dict[str, Any]]:
+    """In the current default graph: (placeholder, output tensor, defaults, end points) of slim net
+    ``name``. End points are slim's ``end_points`` dict with every key a full TF scope (inception's
+    ``Mixed_5b`` becomes ``InceptionV3/Mixed_5b``)."""
     import importlib
 
     if name not in SLIM_NETS:
@@ -97,12 +101,23 @@ def build_slim(
     defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
     x = tf.compat.v1.placeholder(tf.float32, [None, h, w, 3], name="input")
     with tf_slim.arg_scope(getattr(mod, scope_fn)()):
-        out, _ = fn(x, is_training=False, **kwargs)
+        out, end_points = fn(x, is_training=False, **kwargs)
     info = {
         k: v
         for k, v in {**defaults, **kwargs, "is_training": False}.items()
         if isinstance(v, (int, float, bool, str))
     }
+    vs = tf.compat.v1.global_variables()  # the variable scope (op names of a rebuild get "_1")
+    top = (vs[0].op.name if vs else out.op.name).split("/")[0]
+    eps = {(k if "/" in k else f"{top}/{k}"): t for k, t in end_points.items()}
+    return x, out, info, eps
+
+
+def build_slim(
+    tf: Any, tf_slim: Any, name: str, kwargs: dict[str, Any], h: int, w: int
+) -> tuple[Any, Any, dict]:
+    """In the current default graph: (placeholder, output tensor, defaults) of slim net ``name``."""
+    x, out, info, _ = build_slim_net(tf, tf_slim, name, kwargs, h, w)
     return x, out, info
 
 
@@ -121,8 +136,9 @@ def _shape(t: Any) -> list[int] | None:
     return [-1 if d is None else int(d) for d in t.shape.as_list()]
 
 
-def export_graph(tf: Any, x: Any, out: Any) -> dict[str, Any]:
-    """The ops ``out`` depends on, from the placeholder ``x``, as plain data (see the module doc)."""
+def export_graph(tf: Any, x: Any, out: Any, end_points: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ops ``out`` depends on, from the placeholder ``x``, as plain data (see the module doc);
+    ``end_points`` (name -> tensor) that are among those ops are exported as name -> [op, index]."""
     import numpy as np
 
     var_types = ("VarHandleOp", "VariableV2", "Variable")
@@ -186,6 +202,9 @@ def export_graph(tf: Any, x: Any, out: Any) -> dict[str, Any]:
         "input": x.op.name,
         "output": [out.op.name, out.value_index],
         "variables": variables,
+        "end_points": {
+            k: [t.op.name, t.value_index] for k, t in (end_points or {}).items() if t.op.name in needed
+        },
         "tensorflow": tf.__version__,
     }
 
@@ -194,8 +213,8 @@ def slim_graph(name: str, kwargs_json: str, h: str, w: str, out_json: str) -> No
     tf, tf_slim = tf_modules()
     g = tf.Graph()
     with g.as_default():
-        x, out, info = build_slim(tf, tf_slim, name, json.loads(kwargs_json), int(h), int(w))
-        doc = export_graph(tf, x, out)
+        x, out, info, eps = build_slim_net(tf, tf_slim, name, json.loads(kwargs_json), int(h), int(w))
+        doc = export_graph(tf, x, out, eps)
     doc.update({"net": name, "net_args": info, "tf_slim": getattr(tf_slim, "__version__", "")})
     with open(out_json, "w") as fh:
         json.dump(doc, fh)
