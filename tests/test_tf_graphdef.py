@@ -194,6 +194,13 @@ def test_input_shape_option(fx, tmp_path) -> None:  # noqa: ANN001
     out = convert(fx["d"] / "bn.pb", tmp_path / "b", inputs="images:0[-1,40,48,3]")
     g = json.loads((out / "graph.json").read_text())
     assert g["inputs"][0]["shape"] == [1, 3, 40, 48] and g["nodes"][-1]["output_shapes"] == [[1, 16]]
+    out = convert(fx["d"] / "bn.pb", tmp_path / "c", inputs="images:0[?,?,?,3]")  # unknown: 224
+    assert json.loads((out / "graph.json").read_text())["inputs"][0]["shape"] == [1, 3, 224, 224]
+    from zoo.errors import ConversionError
+
+    with pytest.raises(ConversionError, match="TF op flatten: Reshape of .* the sizes do not match"):
+        convert(fx["d"] / "cut.pb", tmp_path / "d", inputs="pre:0[?,?,?,3]")  # 224 does not fit
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.parametrize(

@@ -293,7 +293,10 @@ class _Shapes:
                 self.done.add(n)
                 for k in sorted(self.reads.get(n, set()) | {0}):
                     if (n, k) not in self.known:
-                        self.known[(n, k)] = self._infer(self.nodes[n], k)
+                        try:
+                            self.known[(n, k)] = self._infer(self.nodes[n], k)
+                        except GraphDefError as e:
+                            raise GraphDefError(f"TF op {n}: {e}") from None
         if (name, idx) not in self.known:
             self.known[(name, idx)] = self._infer(self.nodes[name], idx)
         s = self.known[(name, idx)]
@@ -390,11 +393,15 @@ def _reshape(x: list[int], target: list[int]) -> list[int]:
     if target.count(-1) > 1:
         raise GraphDefError(f"Reshape to {target}: more than one -1")
     if -1 not in target:
+        if all(s >= 0 for s in x[1:]) and target and int(np.prod(x[1:])) != int(np.prod(target[1:])):
+            raise GraphDefError(f"Reshape of {x} to {target}: the sizes do not match")
         return target
     rest = [s for s in target if s != -1]
     total = int(np.prod(x)) if all(s >= 0 for s in x) else None
     if total is None:  # the batch is free: a -1 in front keeps it
         if target[0] == -1 and all(s >= 0 for s in x[1:]):
+            if int(np.prod(x[1:])) != int(np.prod(target[1:])):
+                raise GraphDefError(f"Reshape of {x} to {target}: the sizes do not match")
             return [-1, *target[1:]]
         known = int(np.prod(x[1:])) if all(s >= 0 for s in x[1:]) else None
         if known is None or x[0] != -1 or not target or target[0] < 0:
@@ -590,7 +597,7 @@ def graphdef_document(
 def _above_shape(shapes: _Shapes, name: str, idx: int) -> list[int] | None:
     try:
         return shapes.of(name, idx)
-    except (KeyError, IndexError, TypeError, ValueError):
+    except (KeyError, IndexError, TypeError, ValueError, GraphDefError):  # above the cut: best effort
         return None
 
 

@@ -58,7 +58,9 @@ def _names_opt(values: tuple[str, ...]) -> list[str] | None:
     type=click.Path(exists=True, dir_okay=False),
     help="Caffe .caffemodel / .caffemodel.h5 for a prototxt SOURCE.",
 )
-@click.option("--to", "to", type=click.Choice(["torch", "onnx", "all"]), default="torch", show_default=True)
+@click.option(
+    "--to", "to", type=click.Choice(["torch", "pytorch", "onnx", "all"]), default="torch", show_default=True
+)
 @click.option(
     "-o",
     "--out",
@@ -117,6 +119,7 @@ def convert(
     if (out_arg is None) == (out_dir is None):
         raise click.UsageError("give the output folder once: OUT or -o OUT")
     out_dir = out_dir or out_arg
+    to = "torch" if to == "pytorch" else to
     kw: dict[str, Any] = {"mirrors": list(mirrors)} if mirrors else {}
     if inputs:
         kw["inputs"] = _names_opt(inputs)
