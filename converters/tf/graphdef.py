@@ -20,6 +20,7 @@ MatMul (+ BiasAdd / Add of a constant vector) -> ``keras.linear``, BatchNormWith
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import re
 import struct
 from collections.abc import Iterable, Sequence
@@ -30,7 +31,7 @@ import numpy as np
 
 from converters.tf.checkpoint import CheckpointError, _np_dtype, _shape, _tensor_proto_values
 from converters.tf.slim import _NHWC_TO_NCHW_AXIS, CONVERTER_VERSION, _nchw, _OneInput, _Translator
-from converters.wire import WireError, fields
+from converters.wire import WireError, fields, varint
 from zoo.errors import ConversionError
 
 __all__ = ["GraphDefError", "GraphNode", "convert_graphdef", "graphdef_document", "read_graphdef"]
@@ -123,8 +124,6 @@ def _list_value(buf: Any, where: str) -> list[Any]:
 
 
 def _varints(buf: Any) -> list[int]:
-    from converters.wire import varint
-
     out, i = [], 0
     while i < len(buf):
         v, i = varint(buf, i)
@@ -590,6 +589,9 @@ def graphdef_document(
         "outputs": [[name, idx] for name, idx, _ in outs],
         "variables": [{"name": v, "shape": list(consts[v].shape)} for v in used],
         "net_args": {},
+        "end_points": {},  # slim's end points are not in a frozen graph
+        "input": ins[0][0],  # the worker export's single-input / single-output keys
+        "output": [outs[0][0], outs[0][1]],
     }
     return doc, {v: consts[v] for v in used}
 
@@ -609,8 +611,6 @@ def _topo(nodes: dict[str, GraphNode], needed: set[str], cut: set[str]) -> list[
     for n, ds in deps.items():
         for d in ds:
             users[d].append(n)
-    import heapq
-
     ready = [(pos[n], n) for n, ds in deps.items() if not ds]
     heapq.heapify(ready)
     left = {n: len(ds) for n, ds in deps.items()}
@@ -631,7 +631,9 @@ def _topo(nodes: dict[str, GraphNode], needed: set[str], cut: set[str]) -> list[
 class _GraphTranslator(_Translator):
     """The slim translator plus the ops of non-slim and old (2015) graphs."""
 
-    current: dict[str, Any] = {}
+    def __init__(self, doc: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> None:
+        super().__init__(doc, shapes)
+        self.current: dict[str, Any] = {}  # the op being translated
 
     def _name(self, preferred: str, fallback: str) -> str:
         """``preferred`` (a scope) unless taken or the name of another op of the graph (the 2015
