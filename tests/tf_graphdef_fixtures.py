@@ -61,7 +61,9 @@ def make_graphdef_fixtures(out_dir: Path, net: str = "alexnet_v2") -> Path:
     return out_dir
 
 
-def _randomize(v1, sess, rng) -> None:  # noqa: ANN001
+def _randomize(v1, sess, rng, small_variance: bool = True) -> None:  # noqa: ANN001
+    """Every variable random (seeded); ``small_variance``: moving variances in [1e-3, 1e-2] so TF's
+    epsilon matters (a shallow net), else in [0.5, 1.5] (deep BN nets stay finite)."""
     import numpy as np
 
     for v in v1.global_variables():
@@ -75,7 +77,7 @@ def _randomize(v1, sess, rng) -> None:  # noqa: ANN001
         elif leaf == "gamma":
             val = rng.uniform(0.5, 1.5, shape)
         elif leaf == "moving_variance":
-            val = rng.uniform(1e-3, 1e-2, shape)  # small: TF's epsilon matters
+            val = rng.uniform(1e-3, 1e-2, shape) if small_variance else rng.uniform(0.5, 1.5, shape)
         else:
             val = rng.standard_normal(shape) * 0.1
         v.load(val.astype(np.float32), sess)
@@ -98,7 +100,7 @@ def _slim(tf, tf_slim, out: Path, net: str, rng) -> None:  # noqa: ANN001
         v1.train.get_or_create_global_step()
         with v1.Session(graph=g) as sess:
             sess.run(v1.global_variables_initializer())
-            _randomize(v1, sess, rng)
+            _randomize(v1, sess, rng, small_variance=False)
             (out / "slim").mkdir(exist_ok=True)
             saver = v1.train.Saver(write_version=v1.train.SaverDef.V2)
             saver.save(sess, str(out / "slim" / f"{net}.ckpt"), write_meta_graph=False, write_state=False)

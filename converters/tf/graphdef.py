@@ -790,7 +790,13 @@ def build_graphdef_graph(
     from converters.layermap import LayerMap
 
     tr = _GraphTranslator(doc, shapes)
-    tr.run()
+    try:
+        tr.run()
+    except (KeyError, TypeError, IndexError, ValueError, ZeroDivisionError) as e:  # an odd attr / shape
+        op = tr.current
+        raise GraphDefError(
+            f"TF op {op.get('name')}: {op.get('type')} cannot be translated ({type(e).__name__}: {e})"
+        ) from None
     missing = [f"{n}:{i}" for n, i in doc["outputs"] if (n, i) not in tr.blob]
     if missing:
         raise GraphDefError(f"output {missing[0]} was not translated (an op with one output expected)")
