@@ -74,8 +74,9 @@ def make_slim_checkpoint(out_dir: Path, name: str, kwargs: dict | None = None, s
 
 def make_slim_nets(out_dir: Path, specs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Build, randomize and save every net of ``specs`` (name -> {"size", "kwargs",
-    "archive": "v1"|"v2"|None, "end_points": [...], "bad": bool}) in one TensorFlow process.
-    Returns per net: ``dir``, ``v2`` (prefix), ``v1`` (file), ``archive`` (path or None), ``x``,
+    "archive": "v1"|"v2"|["v1", "v2"]|None, "end_points": [...], "bad": bool}) in one TensorFlow
+    process. Returns per net: ``dir``, ``v2`` (prefix), ``v1`` (file), ``archives`` (version ->
+    .tar.gz), ``archive`` (the first or None), ``x``,
     ``ref``, ``end_points`` (name -> array) and, with ``bad``, ``bad_missing`` / ``bad_shape``."""
     import numpy as np
 
@@ -84,13 +85,16 @@ def make_slim_nets(out_dir: Path, specs: dict[str, dict[str, Any]]) -> dict[str,
     res: dict[str, dict[str, Any]] = {}
     for name, spec in specs.items():
         d = out_dir / name
+        versions = _versions(spec.get("archive"))
+        archives = {v: d / archive_name(name, v) for v in versions}
         with np.load(d / "end_points.npz") as z:
             eps = {k.replace("__", "/"): z[k] for k in z.files}
         res[name] = {
             "dir": d,
             "v2": d / "v2" / "model.ckpt",
             "v1": d / "v1" / f"{name}.ckpt",
-            "archive": (d / ARCHIVES[name]) if spec.get("archive") else None,
+            "archive": archives[versions[0]] if versions else None,
+            "archives": archives,
             "x": np.load(d / "x.npy"),
             "ref": np.load(d / "ref.npy"),
             "end_points": eps,
@@ -237,8 +241,8 @@ def slim_nets(out_dir: str, specs_json: str) -> None:
         np.savez(
             out / "end_points.npz", **{k.replace("/", "__"): a for k, a in zip(want, got[1:], strict=True)}
         )
-        if spec.get("archive"):
-            write_archive(out, name, spec["archive"])
+        for version in _versions(spec.get("archive")):
+            write_archive(out, name, version)
         if spec.get("bad"):
             first, shape = variables[0]
             a = rng.standard_normal(shape).astype(np.float32)
@@ -248,9 +252,19 @@ def slim_nets(out_dir: str, specs_json: str) -> None:
         print(f"{name}: {time.time() - t0:.1f} s", file=sys.stderr)
 
 
+def _versions(archive: str | list[str] | None) -> list[str]:
+    return [] if not archive else [archive] if isinstance(archive, str) else list(archive)
+
+
+def archive_name(name: str, version: str) -> str:
+    """The slim zoo's archive name (V1, as published), ``..._v2.tar.gz`` for the V2 layout."""
+    a = ARCHIVES.get(name, f"{name}.tar.gz")
+    return a if version == "v1" else a.replace(".tar.gz", "_v2.tar.gz")
+
+
 def write_archive(out: Path, name: str, version: str) -> Path:
-    """``OUT/ARCHIVES[name]``: the V1 save as ``NAME.ckpt`` or the V2 one as ``model.ckpt.*``."""
-    tar = out / ARCHIVES[name]
+    """``OUT/archive_name(...)``: the V1 save as ``NAME.ckpt`` or the V2 one as ``model.ckpt.*``."""
+    tar = out / archive_name(name, version)
     with tarfile.open(tar, "w:gz", compresslevel=0) as t:  # random weights do not compress
         if version == "v1":
             t.add(out / "v1" / f"{name}.ckpt", arcname=f"{name}.ckpt")
