@@ -216,7 +216,9 @@ def test_exact_before_prefix(tmp_path: Path) -> None:
 
 def test_unknown_filter_value_names_known_ones(tmp_path: Path) -> None:
     idx = open_index(tmp_path, registry_path=REAL)
-    with pytest.raises(RegistryError, match="known: caffe, keras, testdata, timm, torchvision"):
+    with pytest.raises(
+        RegistryError, match="known: caffe, keras, tensorflow, testdata, tf-slim, timm, torchvision"
+    ):
         idx.search(SearchQuery(text="vgg16", source="kerass"))
     with pytest.raises(RegistryError, match="unknown framework"):
         idx.search(SearchQuery(framework="jax"))

@@ -13,6 +13,10 @@ Sections, each read from a source that can be named:
 * timm on the Hugging Face hub: the installed timm's pretrained configs for the VGG, ResNet,
   Inception, MobileNet, DenseNet and EfficientNet families that are ImageNet-1k classifiers hosted
   under ``timm/``; top-1/top-5 from timm's results CSV (``registry_sources/timm_results_imagenet.csv``).
+* TF-slim: the slim classification checkpoints (archive URL + checkpoint members, top-1/top-5
+  from tensorflow/models research/slim/README.md at a pinned commit, slim's per-family
+  preprocessing) and TensorFlow's frozen Inception v3 graph of the retraining tutorial
+  (``registry_sources/tf_slim.json``); no checksums are published, so every file pins on first use.
 * curated: every ``registry_sources/curated/*.json`` (a JSON list of card dicts), copied verbatim.
 
 The output is deterministic (sorted ids, no timestamps): running the script twice gives the same
@@ -44,6 +48,7 @@ warnings.filterwarnings("ignore")  # library deprecation chatter; the output is 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from converters.tf._worker import SLIM_NETS  # noqa: E402  (names only; TensorFlow is not imported)
 from zoo.arch import Architecture  # noqa: E402
 from zoo.cards import Checksum, FileRef, Metric, ModelCard, Preprocess  # noqa: E402
 
@@ -51,6 +56,7 @@ SOURCES = ROOT / "tools" / "registry_sources"
 CURATED_DIR = SOURCES / "curated"
 KERAS_TABLE = SOURCES / "keras_docs_table.json"
 TIMM_RESULTS = SOURCES / "timm_results_imagenet.csv"
+TF_SLIM = SOURCES / "tf_slim.json"
 LABELS_DIR = ROOT / "zoo" / "data" / "labels"
 SCHEMA = ROOT / "zoo" / "data" / "registry.schema.json"
 DEFAULT_OUT = ROOT / "registry.json"
@@ -812,6 +818,210 @@ def timm_cards() -> Iterator[ModelCard]:
 
 
 # --------------------------------------------------------------------------------------------
+# TF-slim (tensorflow/models research/slim) and TensorFlow's frozen Inception v3 graph
+# --------------------------------------------------------------------------------------------
+
+SLIM_DOWNLOAD = "http://download.tensorflow.org/models/"
+IMAGENET_1001 = "imagenet-1001"
+SLIM_VGG_MEAN = (123.68, 116.78, 103.94)  # slim vgg_preprocessing _R_MEAN, _G_MEAN, _B_MEAN
+
+
+def _slim_preprocess(kind: str, size: int) -> Preprocess:
+    """slim's eval preprocessing: 'inception' (central 87.5 % crop, bilinear resize, [-1, 1]) or
+    'vgg' (aspect-preserving resize of the shorter side to 256, central crop, RGB mean subtracted,
+    0-255). NHWC, as the checkpoint's net takes it."""
+    if kind == "inception":
+        return Preprocess(
+            layout="NHWC",
+            channel_order="RGB",
+            scale=1.0 / 127.5,
+            mean=(1.0, 1.0, 1.0),
+            std=(1.0, 1.0, 1.0),
+            input_size=(size, size, 3),
+            resize=math.floor(size / 0.875),
+            crop=size,
+            interpolation="bilinear",
+            mode="inception",
+            note=(
+                "slim inception_preprocessing (eval): central crop of 87.5 % of the image, bilinear "
+                f"resize to {size}x{size}, then x / 127.5 - 1 (values in [-1, 1])"
+            ),
+        )
+    return Preprocess(
+        layout="NHWC",
+        channel_order="RGB",
+        scale=1.0,
+        mean=SLIM_VGG_MEAN,
+        input_size=(size, size, 3),
+        resize=256,
+        crop=size,
+        interpolation="bilinear",
+        mode="vgg",
+        note=(
+            "slim vgg_preprocessing (eval): shorter side resized to 256 (aspect kept), central crop "
+            f"{size}x{size}, RGB 0-255 minus the means {list(SLIM_VGG_MEAN)}; no scaling"
+        ),
+    )
+
+
+def _pinned(src: dict[str, str]) -> str:
+    return f"{src['repo']}@{src['commit']} {src['path']}"
+
+
+def tf_slim_cards(labels_dir: Path = LABELS_DIR, source: Path = TF_SLIM) -> Iterator[ModelCard]:
+    """The TF-slim classification checkpoints and TensorFlow's frozen Inception v3 graph, from
+    ``registry_sources/tf_slim.json`` (rows copied from the READMEs at pinned commits). Writes
+    the ``imagenet-1001`` label set: "background", then the imagenet-1k names (slim's 1001-class
+    heads put a background class at index 0)."""
+    doc = json.loads(source.read_text(encoding="utf-8"))
+    imagenet = json.loads((labels_dir / f"{IMAGENET}.json").read_text(encoding="utf-8"))
+    _write_labels(IMAGENET_1001, ["background", *imagenet], labels_dir)
+    first_use = "not published; the archive's sha256 is pinned on first pull"
+    for row in doc["models"]:
+        net = row["net"]
+        table = doc[row.get("table", "readme")]
+        url = row.get("url") or SLIM_DOWNLOAD + row["archive"]
+        archive = url.rsplit("/", 1)[-1]
+        size, n_cls = int(row["size"]), int(row["num_classes"])
+        kwargs: dict[str, Any] = {"num_classes": n_cls, **row.get("kwargs", {}), "input_size": size}
+        metric_src = f"{_pinned(table)} ({table['section']})"
+        metrics = tuple(
+            Metric(k, float(row[k]), IMAGENET, metric_src, resolution=size) for k in ("top1", "top5")
+        )
+        background = n_cls == 1001
+        files = tuple(
+            FileRef(
+                name=archive,
+                urls=(url,),
+                role="weights",
+                member=m,
+                checksum=Checksum(None, source=first_use),
+                pin="first-use",
+            )
+            for m in row["members"]
+        )
+        fam = family_of(net)
+        ckpt_kind = "V2 (.index + .data)" if any(m.endswith(".index") for m in row["members"]) else "V1"
+        caffe = row["trained"] == "caffe"
+        trained = "weights converted from Caffe by the slim authors" if caffe else "trained at Google"
+        notes = [
+            f"TF-slim {row['title']} checkpoint ({ckpt_kind}) in {archive}; {trained}.",
+            (
+                "1001 classes: index 0 is a background class, index i is imagenet-1k class i-1 "
+                "(labels imagenet-1001)."
+                if background
+                else "1000 classes, in the imagenet-1k order."
+            ),
+            doc["members_note"],
+        ]
+        if net not in SLIM_NETS:
+            notes.append(
+                f"tf_slim's tf_slim.nets has no {net} (it is in tensorflow/models research/slim/nets "
+                "only): zoo pull works, zoo convert refuses it saying so."
+            )
+        yield ModelCard(
+            id=f"tf-slim/{row.get('id', net)}",
+            name=f"TF-slim {row['title']}",
+            source="tf-slim",
+            framework="tensorflow",
+            format="ckpt",
+            task="image-classification",
+            dataset=IMAGENET,
+            family=fam,
+            origin="caffe" if row["trained"] == "caffe" else "native",
+            provenance={
+                "publisher": "TensorFlow-Slim image classification model library (tensorflow/models)",
+                "page": f"https://github.com/{table['repo']}/blob/{table['commit']}/{table['path']}",
+                "paper": row["paper"],
+                "generated_from": f"registry_sources/tf_slim.json ({_pinned(table)})",
+                **({"params_source": doc["params_source"]} if row.get("params") else {}),
+            },
+            labels={"set": IMAGENET_1001 if background else IMAGENET, "count": n_cls},
+            files=files,
+            architecture=Architecture("slim", net, kwargs),
+            preprocess=_slim_preprocess(row["preprocessing"], size),
+            metrics=metrics,
+            params=row.get("params"),
+            license="Apache-2.0",
+            tags=tuple(
+                dict.fromkeys(
+                    [fam, "imagenet", "tf-slim", "tensorflow", "classification"]
+                    + (["caffe"] if row["trained"] == "caffe" else [])
+                    + (["mobile"] if is_mobile(net) else [])
+                )
+            ),
+            default_cut=row.get("default_cut"),
+            classifier=row.get("classifier"),
+            num_classes=n_cls,
+            notes=" ".join(notes),
+        )
+    for g in doc["graphs"]:
+        src = g["source"]
+        size = int(g["size"])
+        mean, std = float(g["input_mean"]), float(g["input_std"])
+        archive = g["url"].rsplit("/", 1)[-1]
+        yield ModelCard(
+            id=f"tensorflow/{g['id']}",
+            name=g["title"],
+            source="tensorflow",
+            framework="tensorflow",
+            format="pb",
+            task="image-classification",
+            dataset=IMAGENET,
+            family="inception",
+            origin="native",
+            provenance={
+                "publisher": "TensorFlow (image retraining tutorial, classify_image)",
+                "page": f"https://github.com/{src['repo']}/blob/{src['commit']}/{src['path']}",
+                "generated_from": f"registry_sources/tf_slim.json ({_pinned(src)}: {src['section']})",
+            },
+            labels={"count": int(g["num_classes"])},
+            files=(
+                FileRef(
+                    name=archive,
+                    urls=(g["url"],),
+                    role="model",
+                    member=g["member"],
+                    checksum=Checksum(None, source=first_use),
+                    pin="first-use",
+                ),
+            ),
+            architecture=None,
+            preprocess=Preprocess(
+                layout="NHWC",
+                channel_order="RGB",
+                scale=1.0,
+                mean=(mean,) * 3,
+                std=(std,) * 3,
+                input_size=(size, size, 3),
+                resize=size,
+                crop=size,
+                interpolation="bilinear",
+                note=(
+                    f"retrain.py add_jpeg_decoding: the whole image bilinear-resized to {size}x{size} "
+                    f"(no crop), minus {g['input_mean']}, divided by {g['input_std']}, "
+                    f"fed to {g['inputs'][0]}"
+                ),
+            ),
+            metrics=(),
+            params=None,
+            license="Apache-2.0",
+            tags=("inception", "imagenet", "tensorflow", "classification", "frozen-graph"),
+            default_cut=g["default_cut"],
+            num_classes=int(g["num_classes"]),
+            notes=(
+                f"A frozen GraphDef ({g['member']} in {archive}); {g['outputs'][0]} has "
+                f"{g['num_classes']} outputs whose names come from the archive's "
+                "imagenet_2012_challenge_label_map_proto.pbtxt and imagenet_synset_to_human_label_map.txt "
+                "(zoo bundles no list for them). The retraining tutorial's bottleneck is "
+                f"{g['default_cut']} (2048 values). No accuracy is published with it."
+            ),
+            inputs=tuple(g["inputs"]),
+            outputs=tuple(g["outputs"]),
+        )
+
+
+# --------------------------------------------------------------------------------------------
 # curated + assembly
 # --------------------------------------------------------------------------------------------
 
@@ -828,7 +1038,7 @@ def curated_cards(curated_dir: Path = CURATED_DIR) -> list[dict[str, Any]]:
 
 
 def build(
-    labels_dir: Path = LABELS_DIR, sections: tuple[str, ...] = ("torchvision", "keras", "timm")
+    labels_dir: Path = LABELS_DIR, sections: tuple[str, ...] = ("torchvision", "keras", "timm", "tf_slim")
 ) -> dict:
     """The whole registry document (validated against the schema)."""
     import jsonschema
@@ -837,6 +1047,7 @@ def build(
         "torchvision": lambda: torchvision_cards(labels_dir),
         "keras": keras_cards,
         "timm": timm_cards,
+        "tf_slim": lambda: tf_slim_cards(labels_dir),
     }
     versions: dict[str, str] = {}
     entries: dict[str, dict[str, Any]] = {}

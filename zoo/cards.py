@@ -171,9 +171,9 @@ class ModelCard:
 
     id: str  # family/name, e.g. torchvision/resnet50.imagenet1k_v2
     name: str
-    source: str  # torchvision | keras | caffe | timm | testdata | user
-    framework: str  # pytorch | keras | caffe | onnx
-    format: str  # pth | h5 | keras | caffemodel | caffemodel.h5 | safetensors | onnx
+    source: str  # torchvision | keras | caffe | timm | tf-slim | tensorflow | testdata | user
+    framework: str  # pytorch | keras | caffe | onnx | tensorflow
+    format: str  # pth | h5 | keras | caffemodel | caffemodel.h5 | safetensors | onnx | ckpt | pb
     task: str = "image-classification"
     dataset: str | None = None
     family: str | None = None
@@ -192,6 +192,9 @@ class ModelCard:
     classifier: str | None = None  # the classifier module / layer, as timm's pretrained cfgs name it
     num_classes: int | None = None  # the classifier's outputs
     notes: str | None = None
+    # a graph format's tensors (TensorFlow ``op:index`` names of a frozen GraphDef): fed / kept by convert
+    inputs: tuple[str, ...] | None = None
+    outputs: tuple[str, ...] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelCard:
@@ -219,6 +222,8 @@ class ModelCard:
             classifier=d.get("classifier"),
             num_classes=d.get("num_classes"),
             notes=d.get("notes"),
+            inputs=tuple(d["inputs"]) if d.get("inputs") else None,
+            outputs=tuple(d["outputs"]) if d.get("outputs") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,6 +251,8 @@ class ModelCard:
             "classifier": self.classifier,
             "num_classes": self.num_classes,
             "notes": self.notes,
+            "inputs": list(self.inputs) if self.inputs else None,
+            "outputs": list(self.outputs) if self.outputs else None,
         }
         # Keys every entry carries even when unknown (null says "not published").
         keep = {"dataset", "labels", "params", "license", "default_cut", "classifier", "num_classes"}

@@ -404,7 +404,7 @@ def _blob_sha(path: Any) -> str:
 
 
 def converted_folder(model_id: str, *, home: Any = None, **pull_kw: Any) -> Any:
-    """The zoo model folder of a Caffe / Keras registry entry, converted on first use into
+    """The zoo model folder of a Caffe / Keras / TensorFlow registry entry, converted on first use into
     ``$ZOO_HOME/converted/<id>-<key>/`` (key: the source files' sha256, the converter version and the
     card's architecture) and reused afterwards."""
     import hashlib
@@ -471,7 +471,7 @@ def load(ref: Any, *, home: Any = None, **pull_kw: Any) -> Any:
     if kind in ("torchvision", "timm"):
         files = api.pull(card.id, home=home, **pull_kw)
         return build_library(card, read_state(_weights_file(card, files)), where=card.id)
-    if kind in ("caffe", "keras", "keras.applications", "graph"):
+    if kind in ("caffe", "keras", "keras.applications", "graph", "slim") or card.framework == "tensorflow":
         return load_folder(converted_folder(card.id, home=home, **pull_kw))
     if kind == "finetune":  # a registered zoo export: its files are the folder (the card is the catalogue's)
         import json

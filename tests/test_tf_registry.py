@@ -1,0 +1,378 @@
+"""TF-slim registry entries end to end (issue 12): pull through a loopback mirror, convert, and
+the 1001-class background offset; slim -> torchvision.
+
+One TensorFlow subprocess (tests/tf_slim_fixtures.py) builds tf_slim's vgg_16 with a 1001-class
+head, every variable re-randomized, saves a V2 checkpoint and records TensorFlow's logits; a second
+(``python tests/test_tf_registry.py tf-run``, below) re-saves it as a V1 checkpoint and runs TF
+on the zoo-preprocessed image files. Each checkpoint is packed as the slim zoo publishes it
+(``vgg_16_2016_08_28.tar.gz``) and served by a real HTTP server on 127.0.0.1 in the mirror layout
+(``ZOO_MIRROR``; origins routed to a dead proxy). The registry is a one-model ``ZOO_REGISTRY``:
+the bundled ``tf-slim/vgg_16`` card with the randomized net's 1001-class head (labels
+``imagenet-1001``). ``zoo pull`` and ``zoo convert`` run as CLI subprocesses; TensorFlow never
+enters the pytest process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+ARCHIVE_PATH = "/download.tensorflow.org/models/vgg_16_2016_08_28.tar.gz"
+
+
+def _needs_tf() -> None:
+    import importlib.util
+
+    if not (importlib.util.find_spec("tensorflow") and importlib.util.find_spec("tf_slim")):
+        msg = "needs tensorflow and tf-slim (run in a subprocess, never imported here)"
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(msg + " -- CI=true, so this is an error, not a skip")
+        pytest.skip(msg)
+
+
+def _tf_env() -> dict[str, str]:
+    return dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        TF_USE_LEGACY_KERAS="1",
+        CUDA_VISIBLE_DEVICES="-1",
+    )
+
+
+def tf_run(prefix: str, name: str, kwargs_json: str, x_npy: str, out_npy: str, v1_prefix: str) -> None:
+    """(TensorFlow side) restore slim ``name`` from the V2 ``prefix``, save it again as V1 at
+    ``v1_prefix`` and write its outputs on the NHWC images in ``x_npy`` to ``out_npy``."""
+    from converters.tf._worker import build_slim, tf_modules
+
+    tf, tf_slim = tf_modules()
+    v1 = tf.compat.v1
+    xs = np.load(x_npy)
+    g = tf.Graph()
+    with g.as_default():
+        x, y, _ = build_slim(tf, tf_slim, name, json.loads(kwargs_json), xs.shape[1], xs.shape[2])
+        v1.train.get_or_create_global_step()
+        with v1.Session(graph=g) as sess:
+            v1.train.Saver().restore(sess, prefix)
+            np.save(out_npy, np.asarray(sess.run(y, {x: xs}), np.float32))
+            saver = v1.train.Saver(write_version=v1.train.SaverDef.V1)
+            saver.save(sess, v1_prefix, write_meta_graph=False, write_state=False)
+
+
+def zoo_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+    )
+
+
+def _images(d: Path) -> list[Path]:
+    """Real image files of several sizes and modes (PNG, JPEG), with structure, not flat noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    d.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, (w, h) in enumerate([(260, 300), (224, 224), (400, 256), (300, 500), (256, 256), (320, 240)]):
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([(xx * (i + 1)) % 256, (yy * (i + 2)) % 256, ((xx + yy) * (3 + i)) % 256], -1)
+        a = np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
+        p = d / f"img{i}.{'jpg' if i % 2 else 'png'}"
+        Image.fromarray(a).save(p)
+        out.append(p)
+    return out
+
+
+def _tar(archive: Path, files: list[Path]) -> bytes:
+    with tarfile.open(archive, "w:gz", compresslevel=1) as t:
+        for f in files:
+            t.add(f, arcname=f.name)
+    return archive.read_bytes()
+
+
+def _card(member_names: list[str]) -> dict[str, Any]:
+    from servers import registry_card
+
+    card = registry_card("tf-slim/vgg_16")
+    card["architecture"]["kwargs"]["num_classes"] = 1001  # the randomized net's 1001-class head
+    card["labels"] = {"set": "imagenet-1001", "count": 1001}
+    card["num_classes"] = 1001
+    f = card["files"][0]
+    card["files"] = [{**f, "member": m} for m in member_names]
+    return card
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    _needs_tf()
+    from servers import TestServer, offline_env
+    from tf_slim_fixtures import make_slim_checkpoint
+
+    from zoo.cards import ModelCard
+    from zoo.data import load_images, transform_for
+
+    d = tmp_path_factory.mktemp("tfreg")
+    prefix = make_slim_checkpoint(d / "ckpt", "vgg_16", {"num_classes": 1001})
+    v2_files = [Path(str(prefix) + ".index"), *sorted(prefix.parent.glob(prefix.name + ".data-*"))]
+    card = _card([p.name for p in v2_files])
+    images = _images(d / "images")
+    # the registry card's preprocessing (zoo.data), as zoo predict applies it; TF gets the same arrays
+    x_img = load_images(images, transform_for(None, card=ModelCard.from_dict(card)))[0].numpy()
+    np.save(d / "imgs.npy", np.ascontiguousarray(x_img.transpose(0, 2, 3, 1)))
+    v1_prefix = d / "v1" / "vgg_16.ckpt"
+    v1_prefix.parent.mkdir()
+    args = [str(prefix), "vgg_16", json.dumps({"num_classes": 1001}), str(d / "imgs.npy"), str(d / "tf.npy")]
+    p = subprocess.run(
+        [sys.executable, str(Path(__file__)), "tf-run", *args, str(v1_prefix)],
+        env=_tf_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    with TestServer() as server:
+        env = {**os.environ, **offline_env(d / "home"), "ZOO_MIRROR": server.url}
+        env["HTTP_PROXY"] = env["HTTPS_PROXY"]  # nothing leaves the machine; the mirror is loopback
+        for k in ("ZOO_OFFLINE", "HF_HUB_OFFLINE"):
+            env.pop(k, None)
+        reg = d / "registry.json"
+        env["ZOO_REGISTRY"] = str(reg)
+        reg.write_text(json.dumps({"schema_version": 1, "models": [card]}))
+        server.files[ARCHIVE_PATH] = _tar(d / "v2.tar.gz", v2_files)
+        yield {
+            "d": d,
+            "env": env,
+            "server": server,
+            "card": card,
+            "v1_prefix": v1_prefix,
+            "x": np.load(d / "ckpt" / "x.npy"),
+            "ref": np.load(d / "ckpt" / "ref.npy"),
+            "images": images,
+            "x_img": x_img,
+            "tf_img": np.load(d / "tf.npy"),
+        }
+
+
+def _tol(ref: np.ndarray) -> float:
+    return 1e-5 * max(1.0, float(np.abs(ref).max()))
+
+
+@pytest.fixture(scope="module")
+def converted_v2(world: dict[str, Any]) -> Path:
+    env, out = world["env"], world["d"] / "out_v2"
+    r = zoo_cli(env, "pull", "tf-slim/vgg_16")
+    assert r.returncode == 0, r.stderr
+    assert world["server"].served(ARCHIVE_PATH) == len(world["server"].files[ARCHIVE_PATH])
+    r = zoo_cli(env, "convert", "tf-slim/vgg_16", str(out))
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.mark.slow
+def test_pull_then_convert_v2_matches_tensorflow(world: dict[str, Any], converted_v2: Path) -> None:
+    import torch
+
+    import zoo
+
+    m = zoo.load(converted_v2)
+    x = np.ascontiguousarray(world["x"].transpose(0, 3, 1, 2))
+    with torch.no_grad():
+        y = m(torch.from_numpy(x)).numpy()
+    ref = world["ref"]
+    assert y.shape == ref.shape == (2, 1001)
+    assert np.abs(y - ref).max() <= _tol(ref)
+    card = json.loads((converted_v2 / "card.json").read_text())
+    assert card["provenance"]["registry_id"] == "tf-slim/vgg_16"
+    assert card["labels"] == {"set": "imagenet-1001", "count": 1001} and card["num_classes"] == 1001
+    pre = card["preprocess"]
+    want = world["card"]["preprocess"]
+    assert pre["layout"] == "NCHW" and pre["input_size"] == [3, 224, 224]
+    assert (pre["mean"], pre["scale"], pre["mode"]) == (want["mean"], want["scale"], "vgg")
+    assert card["architecture"]["details"]["slim"] == "slim:vgg_16?num_classes=1001&input_size=224"
+
+
+@pytest.mark.slow
+def test_predict_names_are_tensorflow_argmax_minus_background(
+    world: dict[str, Any], converted_v2: Path
+) -> None:
+    """``zoo predict`` / ``zoo.predict`` on a 1001-class model: TF's argmax i is imagenet-1k name i-1."""
+    import zoo
+    from zoo.data import load_images, transform_for
+
+    x = load_images(world["images"], transform_for(converted_v2))[0].numpy()
+    assert np.array_equal(x, world["x_img"])  # the folder keeps the registry card's preprocessing
+    tf_logits = world["tf_img"]
+    imagenet = json.loads((ROOT / "zoo" / "data" / "labels" / "imagenet-1k.json").read_text())
+    names = ["background" if i == 0 else imagenet[i - 1] for i in tf_logits.argmax(1)]
+    assert sum(n != "background" for n in names) >= 1
+    api = zoo.predict(converted_v2, world["images"], top_k=3)
+    assert [r["top"][0]["label"] for r in api] == names
+    assert [r["top"][0]["index"] for r in api] == tf_logits.argmax(1).tolist()
+    # the CLI on the registry id: pulled (cached), converted into $ZOO_HOME/converted/ on first use
+    r = zoo_cli(world["env"], "predict", "tf-slim/vgg_16", *map(str, world["images"]), "--json")
+    assert r.returncode == 0, r.stderr
+    assert [row["top"][0]["label"] for row in json.loads(r.stdout)] == names
+
+
+@pytest.mark.slow
+def test_pull_then_convert_v1_matches_tensorflow(world: dict[str, Any], tmp_path: Path) -> None:
+    """The same card with a V1 checkpoint member (as the 2016 slim archives hold)."""
+    import torch
+
+    import zoo
+
+    v1 = world["v1_prefix"]
+    server, env = world["server"], dict(world["env"])
+    env["ZOO_HOME"] = str(tmp_path / "home")
+    path = "/download.tensorflow.org/models/v1/vgg_16_2016_08_28.tar.gz"
+    server.files[path] = _tar(tmp_path / "v1.tar.gz", [Path(v1)])
+    card = _card(["vgg_16.ckpt"])
+    card["files"][0]["urls"] = ["http://download.tensorflow.org/models/v1/vgg_16_2016_08_28.tar.gz"]
+    reg = tmp_path / "registry.json"
+    reg.write_text(json.dumps({"schema_version": 1, "models": [card]}))
+    env["ZOO_REGISTRY"] = str(reg)
+    out = tmp_path / "out_v1"
+    r = zoo_cli(env, "convert", "tf-slim/vgg_16", str(out))
+    assert r.returncode == 0, r.stderr
+    assert server.served(path) == len(server.files[path])
+    m = zoo.load(out)
+    x = np.ascontiguousarray(world["x"].transpose(0, 3, 1, 2))
+    with torch.no_grad():
+        y = m(torch.from_numpy(x)).numpy()
+    assert np.abs(y - world["ref"]).max() <= _tol(world["ref"])
+
+
+@pytest.mark.slow
+def test_vgg16_into_torchvision_drops_the_background_row(world: dict[str, Any], converted_v2: Path) -> None:
+    import torch
+
+    from converters.tf.to_torchvision import load_into_torchvision, slim_to_torchvision
+
+    w = slim_to_torchvision(converted_v2, "vgg16")
+    assert w.dropped == [
+        "classifier.6.weight[0] (slim vgg_16/fc8/weights row 0: the background class)",
+        "classifier.6.bias[0] (slim vgg_16/fc8/biases row 0: the background class)",
+    ]
+    row = next(r for r in w.layermap.rows if r.target == "classifier.0.weight")
+    assert row.source == "vgg_16/fc6/weights" and row.steps_str() == "permute(3,2,0,1) > reshape(4096,-1)"
+    tv = load_into_torchvision(converted_v2, "vgg16")
+    x = np.ascontiguousarray(world["x"].transpose(0, 3, 1, 2))
+    with torch.no_grad():
+        y = tv(torch.from_numpy(x)).numpy()
+    ref = world["ref"][:, 1:]  # TF's logits without the background class
+    assert y.shape == (2, 1000)
+    assert np.abs(y - ref).max() <= _tol(ref)
+
+
+def test_refusals_name_the_reason(tmp_path: Path) -> None:
+    from converters.tf.to_torchvision import measured_avgpool_difference, slim_to_torchvision
+    from zoo.errors import ConversionError
+
+    d = measured_avgpool_difference()
+    assert abs(d - 5 / 9) < 1e-6  # corner: 4 of 9 window cells are padding
+    for net, tv, words in (
+        ("inception_v3", "inception_v3", "count_include_pad=True"),
+        ("resnet_v1_50", "resnet50", "strides in the last unit of each block"),
+    ):
+        f = tmp_path / net
+        f.mkdir()
+        (f / "graph.json").write_text(json.dumps({"name": net, "nodes": [], "inputs": []}))
+        with pytest.raises(ConversionError, match=words):
+            slim_to_torchvision(f, tv)
+    with pytest.raises(ConversionError, match="no verified TF-slim -> torchvision mapping"):
+        slim_to_torchvision(tmp_path, "mobilenet_v2")
+
+
+def _bundled() -> dict[str, dict[str, Any]]:
+    reg = json.loads((ROOT / "registry.json").read_text())
+    return {m["id"]: m for m in reg["models"] if m["source"] in ("tf-slim", "tensorflow")}
+
+
+def test_registry_entries_are_pinned_sourced_and_labelled() -> None:
+    cards = _bundled()
+    want = {
+        *(f"tf-slim/{n}" for n in ("inception_v1", "inception_v2", "inception_v3", "inception_v4")),
+        "tf-slim/inception_resnet_v2",
+        *(f"tf-slim/resnet_v{v}_{d}" for v in (1, 2) for d in (50, 101, 152)),
+        "tf-slim/vgg_16",
+        "tf-slim/vgg_19",
+        "tf-slim/mobilenet_v1_1.0_224",
+        "tf-slim/mobilenet_v2_1.0_224",
+        "tensorflow/inception_v3_2015_12_05",
+    }
+    assert set(cards) == want
+    src = json.loads((ROOT / "tools" / "registry_sources" / "tf_slim.json").read_text())
+    for c in cards.values():
+        assert c["framework"] == "tensorflow"
+        for f in c["files"]:  # nobody publishes a checksum: none invented, pinned on first pull
+            assert f["checksum"]["algo"] is None and f["pin"] == "first-use" and f["member"]
+            assert f["urls"][0].startswith("http") and f["urls"][0].endswith(f["name"])
+        if c["source"] != "tf-slim":
+            continue
+        net = c["architecture"]["name"]
+        assert c["architecture"]["kind"] == "slim" and c["format"] == "ckpt"
+        n = c["num_classes"]
+        assert c["architecture"]["kwargs"]["num_classes"] == n == c["labels"]["count"]
+        assert c["labels"]["set"] == ("imagenet-1001" if n == 1001 else "imagenet-1k")
+        assert (n == 1000) == net.startswith(("vgg", "resnet_v1"))
+        size = c["architecture"]["kwargs"]["input_size"]
+        assert c["preprocess"]["input_size"] == [size, size, 3]
+        assert c["preprocess"]["mode"] == ("vgg" if n == 1000 else "inception")
+        for m in c["metrics"]:
+            key = "mobilenet_v2_readme" if "mobilenet/README" in m["source"] else "readme"
+            assert f"@{src[key]['commit']} " in m["source"] and m["resolution"] == size
+        assert {m["name"] for m in c["metrics"]} == {"top1", "top5"}
+    v3 = cards["tf-slim/inception_v3"]
+    assert v3["files"][0]["urls"] == ["http://download.tensorflow.org/models/inception_v3_2016_08_28.tar.gz"]
+    assert v3["files"][0]["member"] == "inception_v3.ckpt"
+    assert cards["tf-slim/vgg_16"]["preprocess"]["mean"] == [123.68, 116.78, 103.94]
+    assert cards["tf-slim/vgg_16"]["preprocess"]["scale"] == 1.0
+    g = cards["tensorflow/inception_v3_2015_12_05"]
+    assert (g["inputs"], g["outputs"], g["default_cut"]) == (["Mul:0"], ["softmax:0"], "pool_3/_reshape:0")
+    assert g["files"][0]["member"] == "classify_image_graph_def.pb" and g["num_classes"] == 1008
+
+
+def test_imagenet_1001_is_background_then_imagenet_1k() -> None:
+    labels = ROOT / "zoo" / "data" / "labels"
+    k = json.loads((labels / "imagenet-1k.json").read_text())
+    assert json.loads((labels / "imagenet-1001.json").read_text()) == ["background", *k]
+
+
+def test_convert_refuses_nets_tf_slim_does_not_ship(tmp_path: Path) -> None:
+    from converters.tf.cards import convert_card, nchw_preprocess
+    from zoo.cards import ModelCard
+    from zoo.errors import ConversionError
+
+    cards = _bundled()
+    for cid, net in (
+        ("tf-slim/mobilenet_v1_1.0_224", "mobilenet_v1"),
+        ("tf-slim/inception_v4", "inception_v4"),
+    ):
+        card = ModelCard.from_dict(cards[cid])
+        with pytest.raises(ConversionError, match=f"tf_slim ships no {net} net"):
+            convert_card(card, [], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    pre = nchw_preprocess(ModelCard.from_dict(cards["tf-slim/inception_v3"]).preprocess)
+    assert pre is not None and pre.layout == "NCHW" and pre.input_size == (3, 299, 299)
+
+
+if __name__ == "__main__":
+    cmd, *args = sys.argv[1:]
+    sys.path.insert(0, str(ROOT))
+    {"tf-run": tf_run}[cmd](*args)
