@@ -691,6 +691,10 @@ class _GraphTranslator(_Translator):
         )  # fmt: skip
 
     def _op_ConcatV2(self, op: dict[str, Any]) -> None:
+        base = getattr(_Translator, f"_op_{op['type']}", None)
+        if base is not None:  # the slim translator's own (its names for slim's end points)
+            base(self, op)
+            return
         ax_i = "0" if op["type"] == "Concat" else str(op["num_inputs"] - 1)
         if op["variables"] or ax_i not in op["consts"]:
             raise GraphDefError(f"TF op {op['name']}: Concat of constants or on a computed axis")
