@@ -270,3 +270,28 @@ def test_damaged_graphs_fail_cleanly(fx, tmp_path) -> None:  # noqa: ANN001
             errors += 1
             assert "\n" not in str(e)
     assert errors >= 30
+
+
+def test_zoo_verify_against_tensorflow(fx, tmp_path) -> None:  # noqa: ANN001
+    """`zoo verify` of a folder converted from a checkpoint and from a frozen graph: TensorFlow
+    itself (a subprocess) runs the source on the same random inputs; a damaged weight fails."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from zoo.convert import verify
+
+    for key in ("slim_ckpt", "slim_pb"):
+        res = verify(fx[key], batch=3)
+        assert res["passed"], res
+        assert "TensorFlow" in res["reference"] and res["inputs"] == [[3, 3, 224, 224]]
+        assert res["backends"] == (["torch", "onnx"] if key == "slim_pb" else ["torch"])
+        assert 0 < res["max_abs_diff"] and res["rel"] <= 1e-5
+    bad = tmp_path / "bad"
+    shutil.copytree(fx["slim_ckpt"], bad)
+    st = load_file(bad / "model.safetensors")
+    k = next(k for k in sorted(st) if k.endswith("fc8.weight"))
+    st[k] = st[k] * 1.01
+    save_file(st, bad / "model.safetensors")
+    res = verify(bad, batch=3)
+    assert not res["passed"] and res["rel"] > 1e-4

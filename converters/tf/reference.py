@@ -23,6 +23,11 @@ def _nchw(y: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(y.transpose(0, 3, 1, 2)) if y.ndim == 4 else y
 
 
+def _tensor(name: str) -> str:
+    """A tensor name without the shape an input may carry (``Mul:0[1,299,299,3]`` -> ``Mul:0``)."""
+    return name.split("[", 1)[0]
+
+
 def _source(folder: Path, card: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     prov = card.get("provenance") or {}
     files = prov.get("source_files") or []
@@ -54,8 +59,8 @@ def reference_outputs(
             args = [
                 "graphdef",
                 str(first),
-                json.dumps(prov.get("graph_inputs") or []),
-                json.dumps(prov.get("graph_outputs") or []),
+                json.dumps([_tensor(n) for n in prov.get("inputs") or []]),
+                json.dumps([_tensor(n) for n in prov.get("outputs") or []]),
             ]
         elif prov.get("slim_arch"):
             name, kwargs, _ = parse_slim_arch(prov["slim_arch"])
