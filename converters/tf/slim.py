@@ -12,7 +12,9 @@ asymmetric at stride 2); DepthwiseConv2dNative -> grouped ``keras.conv2d``; Fuse
 ``keras.batch_norm`` (``nn.BatchNorm2d``, TF's epsilon); Relu / Relu6; MaxPool / AvgPool ->
 ``keras.pool2d`` (SAME / VALID); Identity (dropout at eval: ``dropout`` with the net's keep
 probability, identity in eval mode); Squeeze -> ``tf.squeeze``; Pad -> ``tf.pad``; Mean over H, W
--> ``keras.global_pool2d``; AddV2 -> ``keras.add``; Softmax. Any other op is an error naming it.
+-> ``keras.global_pool2d``; AddV2 -> ``keras.add``; ConcatV2 -> ``keras.concat``; Softmax. Any
+other op is an error naming it. Only the variables the output reads are needed (inception's
+AuxLogits are not); ``num_classes`` defaults to the checkpoint's (``LOGITS_VARIABLE``).
 
 Module names: a TF scope becomes its module name with each ``/`` written ``__``
 (``vgg_16/conv1/conv1_1`` -> ``vgg_16__conv1__conv1_1``); :func:`scope_of` reverses it. That is
@@ -21,7 +23,11 @@ or end with ``_`` and hold no ``__`` (all slim scopes); other names fall back to
 other character plus a numeric suffix when taken (graph.json keeps the exact name in ``name``).
 Activations, BatchNorm and dropout that are the only consumer of a layer's output rewrite that
 layer's blob (in place, as slim's end points name the activated output by the layer scope), so
-``cut("vgg_16/fc7")`` ends after fc7's ReLU and dropout.
+``cut("vgg_16/fc7")`` ends after fc7's ReLU and dropout. A scope TF doubled
+(``InceptionV3/InceptionV3/...``) is written once. Slim's end points (exported by the worker)
+are never rewritten in place except by dropout; a node takes the end point's name where it is
+its scope (``InceptionV3/Mixed_5b`` for the concat) and further names of the same tensor become
+``EndPoint`` identity nodes (``resnet_v2_50/block3``), so ``cut(end point)`` is slim's tensor.
 """
 
 from __future__ import annotations
@@ -520,7 +526,7 @@ class _Translator:
 
     def _op_ConcatV2(self, op: dict[str, Any]) -> None:
         n_in = len(op["inputs"])
-        axis = op["consts"].get(str(n_in))
+        axis = op["consts"].get(str(op.get("num_inputs", n_in + 1) - 1))  # the last input
         rank = len(op["output_shapes"][0] or [])
         if not isinstance(axis, int) or rank != 4 or n_in < 1:
             raise ConversionError(
