@@ -9,7 +9,7 @@ Two kinds of TensorFlow cards (tools/registry_sources/tf_slim.json):
   before TensorFlow starts, saying so.
 * frozen GraphDefs (``format: pb``, the card's ``inputs`` / ``outputs`` tensor names): the ``.pb``
   member goes to :func:`converters.tf.graphdef.convert_graphdef` with those tensors (``--inputs`` /
-  ``--outputs`` override them).
+  ``--outputs`` override them); a ``default_cut`` tensor ``op:0`` becomes the folder's layer ``op``.
 
 The folder's card keeps the registry card's labels, head, licence and registry id (``card_extra``)
 and its preprocessing, turned from the checkpoint's NHWC to the converted model's NCHW.
@@ -98,6 +98,9 @@ def convert_card(
             "preprocess": pre,
             "force": force,
         }
+        cut = extra.get("default_cut")
+        if isinstance(cut, str) and cut.endswith(":0"):  # a tensor name; the folder's layer is its op
+            extra["default_cut"] = cut[:-2]
         params = inspect.signature(convert_graphdef).parameters
         if "card_extra" in params:
             kw["card_extra"] = extra
