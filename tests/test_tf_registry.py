@@ -348,6 +348,7 @@ def test_registry_entries_are_pinned_sourced_and_labelled() -> None:
     g = cards["tensorflow/inception_v3_2015_12_05"]
     assert (g["inputs"], g["outputs"], g["default_cut"]) == (["Mul:0"], ["softmax:0"], "pool_3/_reshape:0")
     assert g["files"][0]["member"] == "classify_image_graph_def.pb" and g["num_classes"] == 1008
+    assert g["architecture"] == {"kind": "graphdef", "name": "classify_image_graph_def.pb"}
 
 
 def test_imagenet_1001_is_background_then_imagenet_1k() -> None:
@@ -370,6 +371,19 @@ def test_convert_refuses_nets_tf_slim_does_not_ship(tmp_path: Path) -> None:
         with pytest.raises(ConversionError, match=f"tf_slim ships no {net} net"):
             convert_card(card, [], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    r = zoo_cli(  # refused before any download (origins unreachable: a pull would fail differently)
+        {
+            **os.environ,
+            "ZOO_HOME": str(tmp_path / "home"),
+            "HTTP_PROXY": "http://127.0.0.1:9",
+            "ZOO_RETRIES": "1",
+        },
+        "convert",
+        "tf-slim/mobilenet_v2_1.0_224",
+        str(tmp_path / "out2"),
+    )
+    assert r.returncode != 0 and "tf_slim ships no mobilenet_v2 net" in r.stderr, r.stderr
+    assert not (tmp_path / "home" / "blobs").exists()
     pre = nchw_preprocess(ModelCard.from_dict(cards["tf-slim/inception_v3"]).preprocess)
     assert pre is not None and pre.layout == "NCHW" and pre.input_size == (3, 299, 299)
 

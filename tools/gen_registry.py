@@ -986,7 +986,7 @@ def tf_slim_cards(labels_dir: Path = LABELS_DIR, source: Path = TF_SLIM) -> Iter
                     pin="first-use",
                 ),
             ),
-            architecture=None,
+            architecture=Architecture("graphdef", g["member"]),
             preprocess=Preprocess(
                 layout="NHWC",
                 channel_order="RGB",

@@ -14,6 +14,8 @@ One type and one parser for every spelling (used by the registry generator, ``zo
                                                   at kwargs.cut + a new head
     slim:vgg_16?num_classes=1001                  a tf_slim.nets network (TF-slim checkpoints; built by
                                                   TensorFlow in a subprocess, converters/tf/slim.py)
+    graphdef:classify_image_graph_def.pb          a frozen TensorFlow GraphDef: the network is the file
+                                                  (converters/tf/graphdef.py)
 
 On a card it is written ``{"kind": ..., "name": ..., "kwargs": {...}, "details": {...}}``; the older
 dict spellings of registry entries (``builder``/``model_name``/``prototxt``) are read too.
@@ -40,6 +42,7 @@ KINDS = (
     "detectron",
     "finetune",
     "slim",
+    "graphdef",
 )
 _EXAMPLES = "torchvision:NAME, timm:NAME, keras.applications:NAME?k=v, caffe:FILE.prototxt, graph:graph.json"
 _PREFIXES = (("torchvision.models.", "torchvision"), ("keras.applications.", "keras.applications"))

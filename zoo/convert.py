@@ -224,6 +224,10 @@ def convert(
     from zoo import api
 
     card = api.info(str(source), home=home)
+    if card.framework == "tensorflow":
+        from converters.tf.cards import precheck
+
+        precheck(card, arch)  # a net tf_slim does not ship is refused before the download
     files = api.pull(card.id, home=home, **pull_kw)
     pre = preprocess if preprocess is not None else card.preprocess
     if card.framework == "caffe":

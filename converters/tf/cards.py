@@ -7,7 +7,8 @@ Two kinds of TensorFlow cards (tools/registry_sources/tf_slim.json):
   :func:`converters.tf.slim.convert_slim` with the card's architecture. A net that ``tf_slim.nets``
   does not ship (MobileNet v1 / v2, Inception v4, Inception-ResNet-v2 in tf_slim 1.1.0) is refused
   before TensorFlow starts, saying so.
-* frozen GraphDefs (``format: pb``, the card's ``inputs`` / ``outputs`` tensor names): the ``.pb``
+* frozen GraphDefs (``format: pb``, ``architecture: graphdef:FILE.pb``, the card's ``inputs`` /
+  ``outputs`` tensor names): the ``.pb``
   member goes to :func:`converters.tf.graphdef.convert_graphdef` with those tensors (``--inputs`` /
   ``--outputs`` override them); a ``default_cut`` tensor ``op:0`` becomes the folder's layer ``op``.
 
@@ -62,6 +63,15 @@ def _slim_net_check(card: ModelCard, name: str) -> None:
         )
 
 
+def precheck(card: ModelCard, arch: str | None = None) -> None:
+    """Refuse, before anything is pulled, a slim card whose net tf_slim does not ship."""
+    from zoo.arch import parse
+
+    a = parse(arch) if arch else card.architecture
+    if a is not None and a.kind == "slim":
+        _slim_net_check(card, a.name)
+
+
 def convert_card(
     card: ModelCard,
     files: list[Path],
@@ -85,7 +95,8 @@ def convert_card(
     files = [Path(p) for p in files]
     pre = nchw_preprocess(preprocess if preprocess is not None else card.preprocess)
     extra = dict(card_extra or {})
-    if card.format == "pb" or (arch is None and card.architecture is None):
+    graphdef = card.architecture is not None and card.architecture.kind == "graphdef"
+    if card.format == "pb" or graphdef or (arch is None and card.architecture is None):
         pb = next((p for p in files if p.name.endswith(".pb")), None)
         if pb is None:
             raise ConversionError(f"{card.id}: no frozen GraphDef (.pb) among the pulled files")
