@@ -1,14 +1,15 @@
 """TF-slim registry entries end to end (issue 12): pull through a loopback mirror, convert, and
-the 1001-class background offset; slim -> torchvision.
+the 1001-class background offset.
 
-One TensorFlow subprocess (tests/tf_slim_fixtures.py) builds tf_slim's vgg_16 with a 1001-class
-head, every variable re-randomized, saves a V2 checkpoint and records TensorFlow's logits; a second
-(``python tests/test_tf_registry.py tf-run``, below) re-saves it as a V1 checkpoint and runs TF
-on the zoo-preprocessed image files. Each checkpoint is packed as the slim zoo publishes it
-(``vgg_16_2016_08_28.tar.gz``) and served by a real HTTP server on 127.0.0.1 in the mirror layout
-(``ZOO_MIRROR``; origins routed to a dead proxy). The registry is a one-model ``ZOO_REGISTRY``:
-the bundled ``tf-slim/vgg_16`` card with the randomized net's 1001-class head (labels
-``imagenet-1001``). ``zoo pull`` and ``zoo convert`` run as CLI subprocesses; TensorFlow never
+One TensorFlow subprocess (tests/tf_slim_fixtures.py) builds tf_slim's resnet_v2_50 (1001
+classes, as the slim zoo publishes it; at 112 px to keep the test short) with every variable
+re-randomized, saves a V2 checkpoint and records TensorFlow's logits; a second (``python
+tests/test_tf_registry.py tf-run``, below) re-saves it as a V1 checkpoint and runs TF on the
+zoo-preprocessed image files. Each checkpoint is packed as the slim zoo publishes it
+(``resnet_v2_50_2017_04_14.tar.gz``) and served by a real HTTP server on 127.0.0.1 in the mirror
+layout (``ZOO_MIRROR``; origins routed to a dead proxy). The registry is a one-model
+``ZOO_REGISTRY``: the bundled ``tf-slim/resnet_v2_50`` card (labels ``imagenet-1001``) at the
+smaller input size. ``zoo pull`` and ``zoo convert`` run as CLI subprocesses; TensorFlow never
 enters the pytest process.
 """
 
@@ -29,7 +30,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-ARCHIVE_PATH = "/download.tensorflow.org/models/vgg_16_2016_08_28.tar.gz"
+MODEL, NET, SIZE = "tf-slim/resnet_v2_50", "resnet_v2_50", 112
+ARCHIVE_PATH = "/download.tensorflow.org/models/resnet_v2_50_2017_04_14.tar.gz"
 
 
 def _needs_tf() -> None:
@@ -54,7 +56,8 @@ def _tf_env() -> dict[str, str]:
 
 def tf_run(prefix: str, name: str, kwargs_json: str, x_npy: str, out_npy: str, v1_prefix: str) -> None:
     """(TensorFlow side) restore slim ``name`` from the V2 ``prefix``, save it again as V1 at
-    ``v1_prefix`` and write its outputs on the NHWC images in ``x_npy`` to ``out_npy``."""
+    ``v1_prefix`` and frozen beside it (``frozen.pb``, tensor names in ``frozen.json``), and write
+    its outputs on the NHWC images in ``x_npy`` to ``out_npy``."""
     from converters.tf._worker import build_slim, tf_modules
 
     tf, tf_slim = tf_modules()
@@ -69,6 +72,11 @@ def tf_run(prefix: str, name: str, kwargs_json: str, x_npy: str, out_npy: str, v
             np.save(out_npy, np.asarray(sess.run(y, {x: xs}), np.float32))
             saver = v1.train.Saver(write_version=v1.train.SaverDef.V1)
             saver.save(sess, v1_prefix, write_meta_graph=False, write_state=False)
+            # and frozen (variables folded into constants), as a GraphDef .pb
+            frozen = v1.graph_util.convert_variables_to_constants(sess, g.as_graph_def(), [y.op.name])
+            pb = Path(v1_prefix).parent / "frozen.pb"
+            pb.write_bytes(frozen.SerializeToString())
+            (pb.parent / "frozen.json").write_text(json.dumps({"output": y.name, "input": x.name}))
 
 
 def zoo_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -109,10 +117,10 @@ def _tar(archive: Path, files: list[Path]) -> bytes:
 def _card(member_names: list[str]) -> dict[str, Any]:
     from servers import registry_card
 
-    card = registry_card("tf-slim/vgg_16")
-    card["architecture"]["kwargs"]["num_classes"] = 1001  # the randomized net's 1001-class head
-    card["labels"] = {"set": "imagenet-1001", "count": 1001}
-    card["num_classes"] = 1001
+    card = registry_card(MODEL)
+    assert card["labels"] == {"set": "imagenet-1001", "count": 1001}  # as the slim zoo publishes it
+    card["architecture"]["kwargs"]["input_size"] = SIZE  # smaller than slim's 299: a faster test
+    card["preprocess"].update(input_size=[SIZE, SIZE, 3], crop=SIZE, resize=round(SIZE / 0.875))
     f = card["files"][0]
     card["files"] = [{**f, "member": m} for m in member_names]
     return card
@@ -128,16 +136,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from zoo.data import load_images, transform_for
 
     d = tmp_path_factory.mktemp("tfreg")
-    prefix = make_slim_checkpoint(d / "ckpt", "vgg_16", {"num_classes": 1001})
+    prefix = make_slim_checkpoint(d / "ckpt", NET, {"num_classes": 1001}, size=SIZE)
     v2_files = [Path(str(prefix) + ".index"), *sorted(prefix.parent.glob(prefix.name + ".data-*"))]
     card = _card([p.name for p in v2_files])
     images = _images(d / "images")
     # the registry card's preprocessing (zoo.data), as zoo predict applies it; TF gets the same arrays
     x_img = load_images(images, transform_for(None, card=ModelCard.from_dict(card)))[0].numpy()
     np.save(d / "imgs.npy", np.ascontiguousarray(x_img.transpose(0, 2, 3, 1)))
-    v1_prefix = d / "v1" / "vgg_16.ckpt"
+    v1_prefix = d / "v1" / f"{NET}.ckpt"
     v1_prefix.parent.mkdir()
-    args = [str(prefix), "vgg_16", json.dumps({"num_classes": 1001}), str(d / "imgs.npy"), str(d / "tf.npy")]
+    args = [str(prefix), NET, json.dumps({"num_classes": 1001}), str(d / "imgs.npy"), str(d / "tf.npy")]
     p = subprocess.run(
         [sys.executable, str(Path(__file__)), "tf-run", *args, str(v1_prefix)],
         env=_tf_env(),
@@ -176,10 +184,10 @@ def _tol(ref: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def converted_v2(world: dict[str, Any]) -> Path:
     env, out = world["env"], world["d"] / "out_v2"
-    r = zoo_cli(env, "pull", "tf-slim/vgg_16")
+    r = zoo_cli(env, "pull", MODEL)
     assert r.returncode == 0, r.stderr
     assert world["server"].served(ARCHIVE_PATH) == len(world["server"].files[ARCHIVE_PATH])
-    r = zoo_cli(env, "convert", "tf-slim/vgg_16", str(out))
+    r = zoo_cli(env, "convert", MODEL, str(out))
     assert r.returncode == 0, r.stderr
     return out
 
@@ -195,16 +203,17 @@ def test_pull_then_convert_v2_matches_tensorflow(world: dict[str, Any], converte
     with torch.no_grad():
         y = m(torch.from_numpy(x)).numpy()
     ref = world["ref"]
-    assert y.shape == ref.shape == (2, 1001)
+    assert ref.shape == (2, 1, 1, 1001) and y.shape == (2, 1001, 1, 1)  # slim's resnet logits, unsqueezed
+    y = y.transpose(0, 2, 3, 1)
     assert np.abs(y - ref).max() <= _tol(ref)
     card = json.loads((converted_v2 / "card.json").read_text())
-    assert card["provenance"]["registry_id"] == "tf-slim/vgg_16"
+    assert card["provenance"]["registry_id"] == MODEL
     assert card["labels"] == {"set": "imagenet-1001", "count": 1001} and card["num_classes"] == 1001
     pre = card["preprocess"]
     want = world["card"]["preprocess"]
-    assert pre["layout"] == "NCHW" and pre["input_size"] == [3, 224, 224]
-    assert (pre["mean"], pre["scale"], pre["mode"]) == (want["mean"], want["scale"], "vgg")
-    assert card["architecture"]["details"]["slim"] == "slim:vgg_16?num_classes=1001&input_size=224"
+    assert pre["layout"] == "NCHW" and pre["input_size"] == [3, SIZE, SIZE]
+    assert (pre["mean"], pre["scale"], pre["mode"]) == (want["mean"], want["scale"], "inception")
+    assert card["architecture"]["details"]["slim"] == f"slim:{NET}?num_classes=1001&input_size={SIZE}"
 
 
 @pytest.mark.slow
@@ -217,7 +226,7 @@ def test_predict_names_are_tensorflow_argmax_minus_background(
 
     x = load_images(world["images"], transform_for(converted_v2))[0].numpy()
     assert np.array_equal(x, world["x_img"])  # the folder keeps the registry card's preprocessing
-    tf_logits = world["tf_img"]
+    tf_logits = world["tf_img"].reshape(len(world["images"]), -1)
     imagenet = json.loads((ROOT / "zoo" / "data" / "labels" / "imagenet-1k.json").read_text())
     names = ["background" if i == 0 else imagenet[i - 1] for i in tf_logits.argmax(1)]
     assert sum(n != "background" for n in names) >= 1
@@ -225,7 +234,7 @@ def test_predict_names_are_tensorflow_argmax_minus_background(
     assert [r["top"][0]["label"] for r in api] == names
     assert [r["top"][0]["index"] for r in api] == tf_logits.argmax(1).tolist()
     # the CLI on the registry id: pulled (cached), converted into $ZOO_HOME/converted/ on first use
-    r = zoo_cli(world["env"], "predict", "tf-slim/vgg_16", *map(str, world["images"]), "--json")
+    r = zoo_cli(world["env"], "predict", MODEL, *map(str, world["images"]), "--json")
     assert r.returncode == 0, r.stderr
     assert [row["top"][0]["label"] for row in json.loads(r.stdout)] == names
 
@@ -240,46 +249,121 @@ def test_pull_then_convert_v1_matches_tensorflow(world: dict[str, Any], tmp_path
     v1 = world["v1_prefix"]
     server, env = world["server"], dict(world["env"])
     env["ZOO_HOME"] = str(tmp_path / "home")
-    path = "/download.tensorflow.org/models/v1/vgg_16_2016_08_28.tar.gz"
+    path = "/download.tensorflow.org/models/v1/resnet_v2_50_2017_04_14.tar.gz"
     server.files[path] = _tar(tmp_path / "v1.tar.gz", [Path(v1)])
-    card = _card(["vgg_16.ckpt"])
-    card["files"][0]["urls"] = ["http://download.tensorflow.org/models/v1/vgg_16_2016_08_28.tar.gz"]
+    card = _card([f"{NET}.ckpt"])
+    card["files"][0]["urls"] = ["http:/" + path]  # the mirror layout is /<host>/<path>
     reg = tmp_path / "registry.json"
     reg.write_text(json.dumps({"schema_version": 1, "models": [card]}))
     env["ZOO_REGISTRY"] = str(reg)
     out = tmp_path / "out_v1"
-    r = zoo_cli(env, "convert", "tf-slim/vgg_16", str(out))
+    r = zoo_cli(env, "convert", MODEL, str(out))
     assert r.returncode == 0, r.stderr
     assert server.served(path) == len(server.files[path])
     m = zoo.load(out)
     x = np.ascontiguousarray(world["x"].transpose(0, 3, 1, 2))
     with torch.no_grad():
-        y = m(torch.from_numpy(x)).numpy()
+        y = m(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1)
     assert np.abs(y - world["ref"]).max() <= _tol(world["ref"])
 
 
 @pytest.mark.slow
-def test_vgg16_into_torchvision_drops_the_background_row(world: dict[str, Any], converted_v2: Path) -> None:
+def test_frozen_graph_converts_to_the_same_model(
+    world: dict[str, Any], converted_v2: Path, tmp_path: Path
+) -> None:
+    """The same randomized resnet_v2_50 frozen into a GraphDef: the same module names, layer map
+    and weights as its checkpoint's conversion, and TensorFlow's numbers."""
     import torch
-    import torchvision
+    from safetensors.numpy import load_file
 
-    from converters.tf.to_torchvision import slim_to_torchvision
+    import zoo
+    from zoo.convert import convert
 
-    w = slim_to_torchvision(converted_v2, "vgg16")
-    assert w.dropped == [
-        "classifier.6.weight[0] (slim vgg_16/fc8/weights row 0: the background class)",
-        "classifier.6.bias[0] (slim vgg_16/fc8/biases row 0: the background class)",
-    ]
-    row = next(r for r in w.layermap.rows if r.target == "classifier.0.weight")
-    assert row.source == "vgg_16/fc6/weights" and row.steps_str() == "permute(3,2,0,1) > reshape(4096,-1)"
-    tv = torchvision.models.vgg16(weights=None).eval()
-    tv.load_state_dict(w.state, strict=True)  # what load_into_torchvision does
+    pb = world["v1_prefix"].parent / "frozen.pb"
+    names = json.loads((pb.parent / "frozen.json").read_text())
+    out = convert(pb, tmp_path / "pb", inputs=[names["input"]], outputs=[names["output"]])
+    gp = json.loads((out / "graph.json").read_text())
+    gc = json.loads((converted_v2 / "graph.json").read_text())
+    # slim's end points (resnet_v2_50/block1..4, aliases of a unit's output) live in tf_slim's
+    # Python end_points dict, not in the graph: the checkpoint's conversion has them as identity
+    # nodes, the frozen graph's cannot; every other node is the same
+    aliases = [n["name"] for n in gc["nodes"] if n["type"] == "EndPoint"]
+    assert aliases == [f"{NET}/block{i}" for i in (1, 2, 3, 4)]
+    gc["nodes"] = [n for n in gc["nodes"] if n["type"] != "EndPoint"]
+    assert [n["module"] for n in gp["nodes"]] == [n["module"] for n in gc["nodes"]]
+    assert [n["name"] for n in gp["nodes"]] == [n["name"] for n in gc["nodes"]]
+    assert [n["attrs"] for n in gp["nodes"]] == [n["attrs"] for n in gc["nodes"]]
+
+    def rows(f: Path) -> list[tuple[str, str]]:
+        return [(r["source"], r["target"]) for r in json.loads((f / "layermap.json").read_text())["rows"]]
+
+    assert rows(out) == rows(converted_v2)
+    sp, sc = load_file(out / "model.safetensors"), load_file(converted_v2 / "model.safetensors")
+    assert sorted(sp) == sorted(sc) and all(np.array_equal(sp[k], sc[k]) for k in sp)
     x = np.ascontiguousarray(world["x"].transpose(0, 3, 1, 2))
     with torch.no_grad():
-        y = tv(torch.from_numpy(x)).numpy()
-    ref = world["ref"][:, 1:]  # TF's logits without the background class
-    assert y.shape == (2, 1000)
-    assert np.abs(y - ref).max() <= _tol(ref)
+        y = zoo.load(out)(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1)
+    assert np.abs(y - world["ref"]).max() <= _tol(world["ref"])
+
+
+def _class_images(d: Path, per_class: int = 6) -> Path:
+    """Two classes of real PNG files that differ in colour (red-ish vs blue-ish), sizes varied."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for c, tint in (("red", (200, 60, 60)), ("blue", (60, 60, 200))):
+        (d / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            h, w = int(rng.integers(100, 160)), int(rng.integers(100, 160))
+            a = np.clip(np.array(tint) + rng.normal(0, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(a).save(d / c / f"{i}.png")
+    return d
+
+
+@pytest.mark.slow
+def test_reuse_layer_on_a_converted_slim_model(
+    world: dict[str, Any], converted_v2: Path, tmp_path: Path
+) -> None:
+    """``zoo layers``, features at a scope name, a probe and a fine-tune on the converted net."""
+    import torch
+
+    import zoo
+    from zoo.data import load_images, transform_for
+
+    cut = f"{NET}/block1"  # slim's end point; the random net's activations grow ~10x per block after it
+    rows = zoo.layers(converted_v2)
+    assert cut in [r["name"] for r in rows]
+    data = _class_images(tmp_path / "data")
+    home = tmp_path / "home"
+    f = zoo.features(converted_v2, data, cut=cut, val_fraction=0.5, seed=0, workers=0, home=home)
+    assert f.X["train"].shape == (6, 256) and f.X["val"].shape == (6, 256)
+    # the cached rows are the cut model's outputs, averaged over space
+    files = sorted(data.rglob("*.png"))
+    x = load_images(files, transform_for(converted_v2))[0]
+    with torch.no_grad():
+        want = zoo.load(converted_v2).cut(cut)(x).mean((2, 3)).numpy()
+    got = np.concatenate([f.X["train"], f.X["val"]])
+    nearest = np.abs(got[:, None, :] - want[None, :, :]).max(-1).min(1)
+    assert nearest.max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
+    probe = zoo.probe(converted_v2, data, cut=cut, val_fraction=0.5, seed=0, workers=0, home=home)
+    assert probe.accuracy >= 5 / 6  # the colours are far apart, even for random conv weights
+    run = zoo.finetune(
+        converted_v2,
+        data,
+        tmp_path / "run",
+        cut=cut,
+        epochs=10,
+        lr=0.01,
+        batch_size=4,
+        cache_features=True,
+        workers=0,
+        val_fraction=0.5,
+        seed=0,
+        home=home,
+    )
+    assert run.cache["used"] and len(run.history) == 10  # stage 1 from the features cached above
+    assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
+    assert run.accuracy >= 5 / 6
 
 
 def test_refusals_name_the_reason(tmp_path: Path) -> None:
