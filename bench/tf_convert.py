@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--targets", nargs="*", default=["torch", "all"], choices=["torch", "all", "pb"])
     ap.add_argument("--pb", type=Path, default=None, help="a frozen GraphDef of the same vgg_16 (for 'pb')")
     a = ap.parse_args()
+    if "pb" in a.targets and a.pb is not None and not a.pb.is_file():
+        raise SystemExit(f"--pb {a.pb}: no such file")
     work = a.workdir or Path(tempfile.mkdtemp(prefix="zoo-bench-tf-"))
     work.mkdir(parents=True, exist_ok=True)
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
@@ -84,6 +86,7 @@ def main() -> None:
         r = run_child(src, str(out), target, "slim:vgg_16")
         written = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
         rows.append((target, r, src_size, written))
+        print(f"{target}: {r}", flush=True)
         shutil.rmtree(out, ignore_errors=True)
     print(
         "\n| target | source MB | wall s | s per GB | converter peak RSS MB | peak / source size | "

@@ -9,12 +9,12 @@ conversions and every check here run without TensorFlow.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requires
 
 pytestmark = pytest.mark.slow
 sys.path.insert(0, str(Path(__file__).parent))
@@ -28,13 +28,7 @@ def _tol(ref: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory):  # noqa: ANN001, ANN201
-    import importlib.util
-
-    if not (importlib.util.find_spec("tensorflow") and importlib.util.find_spec("tf_slim")):
-        msg = "needs tensorflow and tf-slim (run in a subprocess, never imported here)"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(msg + " -- CI=true, so this is an error, not a skip")
-        pytest.skip(msg)
+    requires.tensorflow("tf_slim")
     from tf_graphdef_fixtures import SLIM_KWARGS, make_graphdef_fixtures
 
     from zoo.convert import convert

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import requires
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -32,16 +33,6 @@ sys.path.insert(0, str(HERE))
 
 MODEL, NET, SIZE = "tf-slim/resnet_v2_50", "resnet_v2_50", 112
 ARCHIVE_PATH = "/download.tensorflow.org/models/resnet_v2_50_2017_04_14.tar.gz"
-
-
-def _needs_tf() -> None:
-    import importlib.util
-
-    if not (importlib.util.find_spec("tensorflow") and importlib.util.find_spec("tf_slim")):
-        msg = "needs tensorflow and tf-slim (run in a subprocess, never imported here)"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(msg + " -- CI=true, so this is an error, not a skip")
-        pytest.skip(msg)
 
 
 def _tf_env() -> dict[str, str]:
@@ -128,7 +119,7 @@ def _card(member_names: list[str]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    _needs_tf()
+    requires.tensorflow("tf_slim")
     from servers import TestServer, offline_env
     from tf_slim_fixtures import make_slim_checkpoint
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import requires
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -32,13 +33,7 @@ URL_PATH = "/download.tensorflow.org/models/image/imagenet/inception-2015-12-05.
 
 @pytest.fixture(scope="module")
 def graph_world(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    import importlib.util
-
-    if not importlib.util.find_spec("tensorflow"):
-        msg = "needs tensorflow (run in a subprocess, never imported here)"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(msg + " -- CI=true, so this is an error, not a skip")
-        pytest.skip(msg)
+    requires.tensorflow()
     from servers import TestServer, offline_env, registry_card
     from tf_graphdef_fixtures import make_graphdef_fixtures
 

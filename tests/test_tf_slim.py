@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requires
 
 pytestmark = pytest.mark.slow
 sys.path.insert(0, str(Path(__file__).parent))
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 @pytest.fixture(scope="module")
 def vgg(tmp_path_factory):  # noqa: ANN001, ANN201
-    _needs_tf()
+    requires.tensorflow("tf_slim")
     from tf_slim_fixtures import make_slim_checkpoint
 
     from zoo.convert import convert
@@ -237,19 +238,9 @@ BLOCKED = textwrap.dedent(
 )
 
 
-def _needs_tf() -> None:
-    import importlib.util
-
-    if not (importlib.util.find_spec("tensorflow") and importlib.util.find_spec("tf_slim")):
-        msg = "needs tensorflow and tf-slim (run in a subprocess, never imported here)"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(msg + " -- CI=true, so this is an error, not a skip")
-        pytest.skip(msg)
-
-
 @pytest.fixture(scope="module")
 def nets(tmp_path_factory):  # noqa: ANN001, ANN201
-    _needs_tf()
+    requires.tensorflow("tf_slim")
     from tf_slim_fixtures import make_slim_nets
 
     d = tmp_path_factory.mktemp("slim_nets")

@@ -10,13 +10,13 @@ exclude the padding, and that the refusal reports those measurements.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requires
 
 sys.path.insert(0, str(Path(__file__).parent))
 pytestmark = pytest.mark.slow
@@ -24,13 +24,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def inception(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    import importlib.util
-
-    if not (importlib.util.find_spec("tensorflow") and importlib.util.find_spec("tf_slim")):
-        msg = "needs tensorflow and tf-slim (run in a subprocess, never imported here)"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(msg + " -- CI=true, so this is an error, not a skip")
-        pytest.skip(msg)
+    requires.tensorflow("tf_slim")
     from tf_slim_fixtures import make_slim_checkpoint
 
     from zoo.convert import convert

@@ -30,7 +30,13 @@ from typing import Any
 import numpy as np
 
 from converters.tf.checkpoint import CheckpointError, _np_dtype, _shape, _tensor_proto_values
-from converters.tf.slim import _NHWC_TO_NCHW_AXIS, CONVERTER_VERSION, _nchw, _OneInput, _Translator
+from converters.tf.slim import (
+    _NHWC_TO_NCHW_AXIS,
+    CONVERTER_VERSION,
+    _nchw,
+    _Translator,
+    write_tf_folder,
+)
 from converters.wire import WireError, fields, varint
 from zoo.errors import ConversionError
 
@@ -852,10 +858,8 @@ def convert_graphdef(
     ``input_size`` (H, W), else ``preprocess.input_size``, else 224; unknown channels are 3.
     ``to``: ``torch`` and / or ``onnx`` (exported from the converted PyTorch model, one input only).
     """
-    from converters.folder import check_output, parse_targets, write_folder
-    from zoo.arch import parse as parse_architecture
-    from zoo.cards import Checksum, FileRef, ModelCard, Preprocess
-    from zoo.fileio import sha256_file
+    from converters.folder import check_output, parse_targets
+    from zoo.cards import Preprocess
 
     targets = parse_targets(to)
     src, out_dir = Path(src), Path(out_dir)
@@ -873,87 +877,30 @@ def convert_graphdef(
     state = lmap.to_target({k: [np.ascontiguousarray(weights[k], np.float32)] for k in sorted(used)})
     state.update(constants)
     graph["tf_graph_producer"] = producer
-    in_shapes = [i["shape"] for i in graph["inputs"]]
-    if "onnx" in targets and len(in_shapes) != 1:
-        raise GraphDefError(f"{src.name}: ONNX export takes one input ({len(in_shapes)} given)")
-    onnx_info: dict[str, Any] = {}
-
-    def extra(tmp: Path) -> None:
-        if "onnx" in targets:
-            from converters.folder import load_folder
-            from converters.torch_onnx import DEFAULT_OPSET, export_onnx, verify_onnx
-
-            model = _OneInput(load_folder(tmp))
-            shape = tuple(in_shapes[0][1:])
-            export_onnx(model, tmp / "model.onnx", shape, opset=opset or DEFAULT_OPSET)
-            x = np.random.default_rng(0).standard_normal((2, *shape)).astype(np.float32)
-            onnx_info.update(verify_onnx(model, tmp / "model.onnx", x))
-
-    artifacts: dict[str, Any] = {
-        "model.safetensors": {
-            "framework": "pytorch",
-            "layout": "NCHW",
-            "input_shape": in_shapes[0],
-            "graph": "graph.json",
-        }
-    }
-    if "onnx" in targets:
-        artifacts["model.onnx"] = {
-            "framework": "onnx",
-            "layout": "NCHW",
-            "input_shape": in_shapes[0],
-            "converter": "torch.onnx (dynamo) from the converted PyTorch model",
-        }
-    stem = re.sub(r"[^A-Za-z0-9_.+-]", "-", src.name).strip("-.") or "graph"
-    extra_fields = dict(card_extra or {})
-    registry_id = extra_fields.pop("registry_id", None)
-    sha = sha256_file(src)
     ins_s = [f"{n}:{i}" for n, i in doc["inputs"]]
     outs_s = [f"{n}:{i}" for n, i in doc["outputs"]]
-    card = ModelCard(
-        id=f"converted/{stem}",
-        files=(
-            FileRef(
-                name=src.name,
-                urls=(src.resolve().as_uri(),),
-                size=src.stat().st_size,
-                role="weights",
-                checksum=Checksum("sha256", sha, "computed at conversion"),
-            ),
-        ),
+    return write_tf_folder(
+        out_dir,
+        graph,
+        state,
+        lmap,
+        files=[src],
+        targets=targets,
+        stem=src.name,
         name=f"{src.name} (frozen GraphDef)",
-        source="user",
-        framework="pytorch",
-        format="safetensors",
-        origin="tensorflow",
         provenance={
-            "publisher": "local conversion",
             "converted_by": f"{CONVERTER} {CONVERTER_VERSION}",
             "source_format": "tf-graphdef",
             "graphdef_producer": producer,
             "inputs": ins_s,
             "outputs": outs_s,
-            "source_files": [{"path": str(src.resolve()), "sha256": sha, "role": "weights"}],
-            **({"registry_id": registry_id} if registry_id else {}),
         },
-        architecture=parse_architecture(
-            {
-                "kind": "graph",
-                "name": "graph.json",
-                "details": {
-                    "inputs": graph["inputs"],
-                    "outputs": graph["outputs"],
-                    "artifacts": artifacts,
-                    "tf_inputs": ins_s,
-                    "tf_outputs": outs_s,
-                },
-            }
-        ),
-        preprocess=pre
-        or Preprocess(layout="NCHW", unknown=True, note="preprocessing is not in the GraphDef"),
+        details={"tf_inputs": ins_s, "tf_outputs": outs_s},
+        preprocess=pre,
+        no_preprocess_note="preprocessing is not in the GraphDef",
         params=int(sum(int(np.prod(s)) for s in shapes.values())),
         tags=("converted", "tensorflow", "graphdef"),
+        card_extra=card_extra,
+        force=force,
+        opset=opset,
     )
-    card = dataclasses.replace(card, **extra_fields)
-    write_folder(out_dir, card, graph, state, lmap, extra=extra, force=force)
-    return out_dir

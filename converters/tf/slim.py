@@ -622,13 +622,8 @@ def convert_slim(
     against PyTorch with onnxruntime). The PyTorch files are always written (the ONNX comes from
     them). ``card_extra``: card fields (labels, head, ...; ``registry_id`` goes into provenance).
     """
-    import dataclasses
-
-    from converters.folder import write_folder
     from converters.tf.checkpoint import list_variables, read_checkpoint
     from zoo.arch import parse as parse_architecture
-    from zoo.cards import Checksum, FileRef, ModelCard, Preprocess
-    from zoo.fileio import sha256_file
 
     targets = parse_targets(to)
     path = Path(path)
@@ -664,7 +659,70 @@ def convert_slim(
     del values
     state.update(constants)
     ignored = sorted(set(stored) - used)
-    h, w = graph["inputs"][0]["shape"][2:]
+    spec = parse_architecture(arch).spec
+    return write_tf_folder(
+        out_dir,
+        graph,
+        state,
+        lmap,
+        files=files,
+        targets=targets,
+        stem=path.name.removesuffix(".index"),
+        name=f"{name} ({path.name})",
+        provenance={
+            "source_format": "tf-checkpoint",
+            "slim_arch": spec,
+            "tensorflow_version": doc.get("tensorflow"),
+            "tf_slim_version": doc.get("tf_slim"),
+            "ignored_variables": ignored,
+        },
+        details={"slim": spec},
+        preprocess=preprocess,
+        no_preprocess_note="slim preprocessing is not in the checkpoint",
+        params=int(sum(int(np.prod(s)) for s in shapes.values())),
+        tags=("converted", "tensorflow", "slim"),
+        card_extra=card_extra,
+        force=force,
+        opset=opset,
+    )
+
+
+def write_tf_folder(
+    out_dir: Path,
+    graph: dict[str, Any],
+    state: dict[str, Any],
+    lmap: LayerMap,
+    *,
+    files: list[Path],
+    targets: set[str],
+    stem: str,
+    name: str,
+    provenance: dict[str, Any],
+    details: dict[str, Any],
+    preprocess: Any,
+    no_preprocess_note: str,
+    params: int,
+    tags: tuple[str, ...],
+    card_extra: dict[str, Any] | None,
+    force: bool,
+    opset: int | None,
+) -> Path:
+    """The zoo model folder of a TensorFlow source (a checkpoint's or a GraphDef's translation):
+    card.json (the source ``files`` with their sha256, ``provenance`` and the graph's ``details``
+    added to the common fields), graph.json, model.safetensors, layermap.json and, with ``onnx``
+    in ``targets``, model.onnx exported from the converted PyTorch model and checked against it
+    with onnxruntime (one input). ``card_extra``: card fields (labels, head, ...;
+    ``registry_id`` goes into provenance)."""
+    import dataclasses
+
+    from converters.folder import write_folder
+    from zoo.arch import parse as parse_architecture
+    from zoo.cards import Checksum, FileRef, ModelCard, Preprocess
+    from zoo.fileio import sha256_file
+
+    in_shapes = [i["shape"] for i in graph["inputs"]]
+    if "onnx" in targets and len(in_shapes) != 1:
+        raise ConversionError(f"{stem}: ONNX export takes one input ({len(in_shapes)} given)")
     onnx_info: dict[str, Any] = {}
 
     def extra(tmp: Path) -> None:
@@ -673,15 +731,16 @@ def convert_slim(
             from converters.torch_onnx import DEFAULT_OPSET, export_onnx, verify_onnx
 
             model = _OneInput(load_folder(tmp))  # GraphModule.forward takes *inputs
-            export_onnx(model, tmp / "model.onnx", (3, h, w), opset=opset or DEFAULT_OPSET)
-            x = np.random.default_rng(0).standard_normal((2, 3, h, w)).astype(np.float32)
+            shape = tuple(in_shapes[0][1:])
+            export_onnx(model, tmp / "model.onnx", shape, opset=opset or DEFAULT_OPSET)
+            x = np.random.default_rng(0).standard_normal((2, *shape)).astype(np.float32)
             onnx_info.update(verify_onnx(model, tmp / "model.onnx", x))
 
     artifacts: dict[str, Any] = {
         "model.safetensors": {
             "framework": "pytorch",
             "layout": "NCHW",
-            "input_shape": graph["inputs"][0]["shape"],
+            "input_shape": in_shapes[0],
             "graph": "graph.json",
         },
     }
@@ -689,10 +748,10 @@ def convert_slim(
         artifacts["model.onnx"] = {
             "framework": "onnx",
             "layout": "NCHW",
-            "input_shape": graph["inputs"][0]["shape"],
+            "input_shape": in_shapes[0],
             "converter": "torch.onnx (dynamo) from the converted PyTorch model",
         }
-    stem = re.sub(r"[^A-Za-z0-9_.+-]", "-", path.name.removesuffix(".index")).strip("-.") or name
+    stem = re.sub(r"[^A-Za-z0-9_.+-]", "-", stem).strip("-.") or "model"
     extra_fields = dict(card_extra or {})
     registry_id = extra_fields.pop("registry_id", None)
     pre = (
@@ -714,7 +773,7 @@ def convert_slim(
     card = ModelCard(
         id=f"converted/{stem}",
         files=refs,
-        name=f"{name} ({path.name})",
+        name=name,
         source="user",
         framework="pytorch",
         format="safetensors",
@@ -722,11 +781,7 @@ def convert_slim(
         provenance={
             "publisher": "local conversion",
             "converted_by": f"{CONVERTER} {CONVERTER_VERSION}",
-            "source_format": "tf-checkpoint",
-            "slim_arch": parse_architecture(arch).spec,
-            "tensorflow_version": doc.get("tensorflow"),
-            "tf_slim_version": doc.get("tf_slim"),
-            "ignored_variables": ignored,
+            **provenance,
             "source_files": [{"path": str(f.resolve()), "sha256": sha[f], "role": "weights"} for f in files],
             **({"registry_id": registry_id} if registry_id else {}),
         },
@@ -738,14 +793,13 @@ def convert_slim(
                     "inputs": graph["inputs"],
                     "outputs": graph["outputs"],
                     "artifacts": artifacts,
-                    "slim": parse_architecture(arch).spec,
+                    **details,
                 },
             }
         ),
-        preprocess=pre
-        or Preprocess(layout="NCHW", unknown=True, note="slim preprocessing is not in the checkpoint"),
-        params=int(sum(int(np.prod(s)) for s in shapes.values())),
-        tags=("converted", "tensorflow", "slim"),
+        preprocess=pre or Preprocess(layout="NCHW", unknown=True, note=no_preprocess_note),
+        params=params,
+        tags=tags,
     )
     card = dataclasses.replace(card, **extra_fields)
     write_folder(out_dir, card, graph, state, lmap, extra=extra, force=force)
