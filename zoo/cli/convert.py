@@ -148,7 +148,7 @@ def convert(
     type=click.Choice(["source", "opencv"]),
     default="source",
     show_default=True,
-    help="source: the source framework (tf-keras, torch); opencv: OpenCV dnn for Caffe.",
+    help="source: the source framework (tf-keras, TensorFlow, torch); opencv: OpenCV dnn for Caffe.",
 )
 @click.option(
     "--atol", type=float, default=1e-4, show_default=True, help="Tolerance on max|diff| / max(1, max|ref|)."
