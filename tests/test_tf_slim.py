@@ -11,6 +11,7 @@ check here runs without TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -18,7 +19,9 @@ import sys
 import tarfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +29,48 @@ import requires
 
 pytestmark = pytest.mark.slow
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+MIRROR: Any = None  # the loopback mirror while a fixture pulls through it
+
+
+def slim_card(card_id: str, name: str, archive: str, members: list[str], spec: dict[str, Any]) -> dict:
+    """The bundled ``tf-slim/NAME`` card for a test archive (its members, the test's input size)."""
+    from servers import registry_card
+
+    card = registry_card(f"tf-slim/{name}")
+    card["id"] = card_id
+    card["architecture"]["kwargs"].update(spec["kwargs"], input_size=spec["size"])
+    n = spec["kwargs"]["num_classes"]
+    card["num_classes"] = n
+    card["labels"] = {"set": "imagenet-1001" if n == 1001 else "imagenet-1k", "count": n}
+    f = card["files"][0]
+    url = f"http://download.tensorflow.org/models/{archive}"
+    card["files"] = [{**f, "name": archive, "urls": [url], "member": m} for m in members]
+    return card
+
+
+@contextlib.contextmanager
+def mirrored(d: Path, cards: list[dict], files: dict[str, bytes]) -> Iterator[dict[str, str]]:
+    """A loopback HTTP server in the ``ZOO_MIRROR`` layout serving ``files`` and the environment
+    (private ZOO_HOME, a one-off ZOO_REGISTRY of ``cards``, origins to a dead proxy) that pulls
+    through it."""
+    global MIRROR
+    from servers import TestServer, offline_env
+
+    with TestServer() as server:
+        server.files.update(files)
+        reg = d / "registry.json"
+        reg.write_text(json.dumps({"schema_version": 1, "models": cards}))
+        env = {**os.environ, **offline_env(d / "home"), "ZOO_MIRROR": server.url, "ZOO_REGISTRY": str(reg)}
+        env["HTTP_PROXY"] = env["HTTPS_PROXY"]  # nothing leaves the machine; the mirror is loopback
+        for k in ("ZOO_OFFLINE", "HF_HUB_OFFLINE"):
+            env.pop(k, None)
+        MIRROR = server
+        try:
+            yield env
+        finally:
+            MIRROR = None
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +84,19 @@ def vgg(tmp_path_factory):  # noqa: ANN001, ANN201
     # 1001 classes (slim's training setup with a background class; the zoo's VGG has 1000): the
     # torchvision check below drops the background row
     prefix = make_slim_checkpoint(d / "ckpt", "vgg_16", {"num_classes": 1001})
-    out = convert(prefix, d / "out", to="all", arch="slim:vgg_16?num_classes=1001")
+    files = [Path(str(prefix) + ".index"), *sorted(prefix.parent.glob(prefix.name + ".data-*"))]
+    tar = d / "vgg_16_2016_08_28.tar.gz"
+    with tarfile.open(tar, "w:gz", compresslevel=0) as t:  # the V2 layout; random weights do not compress
+        for f in files:
+            t.add(f, arcname=f.name)
+    spec = {"kwargs": {"num_classes": 1001}, "size": 224}
+    card = slim_card("test-slim/vgg_16", "vgg_16", tar.name, [f.name for f in files], spec)
+    path = f"/download.tensorflow.org/models/{tar.name}"
+    with mirrored(d, [card], {path: tar.read_bytes()}) as env, pytest.MonkeyPatch.context() as mp:
+        for k in ("ZOO_HOME", "ZOO_MIRROR", "ZOO_REGISTRY", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+            mp.setenv(k, env[k])
+        out = convert("test-slim/vgg_16", d / "out", to="all", arch="slim:vgg_16?num_classes=1001")
+        assert MIRROR.served(path) == tar.stat().st_size
     return {
         "prefix": prefix,
         "out": Path(out),
@@ -248,30 +305,35 @@ def nets(tmp_path_factory):  # noqa: ANN001, ANN201
     specs = {k: {a: b for a, b in v.items() if a != "arch"} for k, v in NETS.items()}
     res = make_slim_nets(d / "tf", specs)
     fixture_s = time.time() - t
-    jobs = []
+    jobs, cards, served = [], [], {}
     for name, r in res.items():
-        for version, tar in r["archives"].items():  # the published layout, extracted
-            ex = d / "extracted" / name / version
+        for version, tar in r["archives"].items():  # the published layout
             with tarfile.open(tar) as tf:
                 members = tf.getnames()
-                tf.extractall(ex, filter="data")
+                tf.extractall(d / "extracted" / name / version, filter="data")  # for list_variables
             r[f"members_{version}"] = members
-            src = ex / (f"{name}.ckpt" if version == "v1" else "model.ckpt")
-            r[f"src_{version}"] = src
+            ckpt = f"{name}.ckpt" if version == "v1" else "model.ckpt"
+            r[f"src_{version}"] = d / "extracted" / name / version / ckpt
+            card_id = f"test-slim/{name}_{version}"
+            cards.append(slim_card(card_id, name, tar.name, members, NETS[name]))
+            served[f"/download.tensorflow.org/models/{tar.name}"] = tar.read_bytes()
             out = d / "out" / f"{name}_{version}"
             r[f"out_{version}"] = out
             to = "all" if version == "v2" else "torch"
-            jobs.append({"src": str(src), "out": str(out), "arch": NETS[name]["arch"], "to": to})
+            # the registry id: pulled through the loopback mirror, its member converted
+            jobs.append({"src": card_id, "out": str(out), "arch": NETS[name]["arch"], "to": to})
             jobs[-1]["x"] = str(r["dir"] / "x.npy")
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    p = subprocess.run(
-        [sys.executable, "-c", BLOCKED, json.dumps(jobs)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
+    with mirrored(d, cards, served) as env:
+        p = subprocess.run(
+            [sys.executable, "-c", BLOCKED, json.dumps(jobs)],
+            capture_output=True,
+            text=True,
+            env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            timeout=900,
+        )
+        assert p.returncode == 0, p.stderr[-3000:]
+        for path in served:
+            assert MIRROR.served(path) == len(served[path])  # every archive came through the mirror
     times = json.loads(p.stdout.strip().splitlines()[-1])
     print(f"slim nets: TF fixture {fixture_s:.0f} s, conversions {times}")
     return res
