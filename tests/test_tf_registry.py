@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pytest
 import requires
+from test_features import zoo_cli
+from tf_slim_fixtures import tf_env
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -33,16 +35,6 @@ sys.path.insert(0, str(HERE))
 
 MODEL, NET, SIZE = "tf-slim/resnet_v2_50", "resnet_v2_50", 112
 ARCHIVE_PATH = "/download.tensorflow.org/models/resnet_v2_50_2017_04_14.tar.gz"
-
-
-def _tf_env() -> dict[str, str]:
-    return dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        TF_CPP_MIN_LOG_LEVEL="2",
-        TF_USE_LEGACY_KERAS="1",
-        CUDA_VISIBLE_DEVICES="-1",
-    )
 
 
 def tf_run(prefix: str, name: str, kwargs_json: str, x_npy: str, out_npy: str, v1_prefix: str) -> None:
@@ -68,17 +60,6 @@ def tf_run(prefix: str, name: str, kwargs_json: str, x_npy: str, out_npy: str, v
             pb = Path(v1_prefix).parent / "frozen.pb"
             pb.write_bytes(frozen.SerializeToString())
             (pb.parent / "frozen.json").write_text(json.dumps({"output": y.name, "input": x.name}))
-
-
-def zoo_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "zoo.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=600,
-    )
 
 
 def _images(d: Path) -> list[Path]:
@@ -139,7 +120,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
     args = [str(prefix), NET, json.dumps({"num_classes": 1001}), str(d / "imgs.npy"), str(d / "tf.npy")]
     p = subprocess.run(
         [sys.executable, str(Path(__file__)), "tf-run", *args, str(v1_prefix)],
-        env=_tf_env(),
+        env=tf_env(),
         capture_output=True,
         text=True,
         timeout=600,

@@ -36,22 +36,14 @@ SIZE = 224
 
 
 def make_graphdef_fixtures(out_dir: Path, net: str = "alexnet_v2") -> Path:
-    import os
     import subprocess
 
-    from converters.tf.slim import ROOT
+    from tf_slim_fixtures import tf_env
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        TF_CPP_MIN_LOG_LEVEL="2",
-        TF_USE_LEGACY_KERAS="1",
-        CUDA_VISIBLE_DEVICES="-1",
-    )
     p = subprocess.run(
         [sys.executable, str(HERE), "all", str(out_dir), net],
-        env=env,
+        env=tf_env(),
         capture_output=True,
         text=True,
         timeout=900,

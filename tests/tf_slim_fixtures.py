@@ -48,18 +48,21 @@ ARCHIVES = {
 NUM_CLASSES = {"inception_v3": 1001, "resnet_v1_50": 1000, "resnet_v2_50": 1001}
 
 
-def _run(args: list[str], timeout: float = 900) -> None:
-    from converters.tf.slim import ROOT
-
-    env = dict(
+def tf_env() -> dict[str, str]:
+    """The environment of a TensorFlow fixture subprocess: the project on its path, tf-keras as
+    Keras, no GPU, quiet."""
+    return dict(
         os.environ,
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=str(HERE.parents[1]),
         TF_CPP_MIN_LOG_LEVEL="2",
         TF_USE_LEGACY_KERAS="1",
         CUDA_VISIBLE_DEVICES="-1",
     )
+
+
+def _run(args: list[str], timeout: float = 900) -> None:
     p = subprocess.run(
-        [sys.executable, str(HERE), *args], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, str(HERE), *args], env=tf_env(), capture_output=True, text=True, timeout=timeout
     )
     if p.returncode != 0:
         raise RuntimeError(f"slim fixture failed: {p.stderr[-3000:]}")
