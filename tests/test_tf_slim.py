@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -97,6 +98,9 @@ def vgg(tmp_path_factory):  # noqa: ANN001, ANN201
             mp.setenv(k, env[k])
         out = convert("test-slim/vgg_16", d / "out", to="all", arch="slim:vgg_16?num_classes=1001")
         assert MIRROR.served(path) == tar.stat().st_size
+    # disk: the suite's other 1.6 GB copies of this checkpoint (archive, cache) are not needed again
+    tar.unlink()
+    shutil.rmtree(d / "home")
     return {
         "prefix": prefix,
         "out": Path(out),
@@ -334,6 +338,10 @@ def nets(tmp_path_factory):  # noqa: ANN001, ANN201
         assert p.returncode == 0, p.stderr[-3000:]
         for path in served:
             assert MIRROR.served(path) == len(served[path])  # every archive came through the mirror
+    shutil.rmtree(d / "home")  # disk: the pulled archives and members are not needed again
+    for r in res.values():
+        for tar in r["archives"].values():
+            tar.unlink()
     times = json.loads(p.stdout.strip().splitlines()[-1])
     print(f"slim nets: TF fixture {fixture_s:.0f} s, conversions {times}")
     return res
